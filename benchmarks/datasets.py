@@ -1,0 +1,216 @@
+"""Dataset sources, each returning ``(train, test)`` as in-memory :class:`TensorData`.
+
+Images are decoded once into uint8 tensors (N, C, H, W); nothing goes through PIL per sample in
+the training loop. torchvision datasets download for users; offline (or when the host cannot be
+reached within a few seconds) a missing dataset raises one :class:`UserError` naming the folder
+and the files expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from clbench.errors import UserError
+
+from .paths import cache_root, offline
+from .stream import TensorData
+
+DatasetPair = tuple[TensorData, TensorData]
+
+# files torchvision expects below the data root, for the error message
+_EXPECTED = {
+    "mnist": ("MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "fmnist": ("FashionMNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "cifar10": ("cifar-10-batches-py", ["data_batch_1..5", "test_batch", "batches.meta"]),
+    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
+}
+
+
+def _host_reachable(url: str, timeout: float = 4.0) -> bool:
+    host = urlparse(url).hostname or ""
+    port = 443 if url.startswith("https") else 80
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _missing(key: str, root: Path, why: str) -> UserError:
+    folder, files = _EXPECTED[key]
+    return UserError(
+        f"dataset {key!r} not found under {root / folder} (expected files: {', '.join(files)}); {why}. "
+        f"Fix: put the files there, point --data-root / $CLBENCH_DATA at the folder that holds "
+        f"'{folder.split('/')[0]}', or run online without CLBENCH_OFFLINE so torchvision downloads it."
+    )
+
+
+def _torchvision(key: str, cls: Callable, root: Path, download: bool, probe_url: str):
+    """Instantiate a torchvision dataset for train and test, downloading only when reachable."""
+    try:
+        return cls(root=str(root), train=True, download=False), cls(root=str(root), train=False, download=False)
+    except RuntimeError:
+        pass  # not on disk (or corrupt: torchvision checks integrity)
+    if not download or offline():
+        raise _missing(key, root, "downloads are disabled (CLBENCH_OFFLINE or download: false)")
+    if not _host_reachable(probe_url):
+        raise _missing(key, root, f"the download host {urlparse(probe_url).hostname} cannot be reached (offline?)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root=str(root), train=True, download=True), cls(root=str(root), train=False, download=True)
+    except Exception as exc:  # network errors of every kind
+        raise _missing(key, root, f"download failed: {exc}") from None
+
+
+def _mnist_like(key: str, root: Path, download: bool) -> DatasetPair:
+    from torchvision import datasets
+
+    cls = datasets.MNIST if key == "mnist" else datasets.FashionMNIST
+    tr, te = _torchvision(key, cls, root, download, cls.mirrors[0] if hasattr(cls, "mirrors") else "https://ossci-datasets.s3.amazonaws.com")
+    return (
+        TensorData(tr.data.unsqueeze(1).contiguous(), tr.targets.clone()),
+        TensorData(te.data.unsqueeze(1).contiguous(), te.targets.clone()),
+    )
+
+
+def mnist(root: Path, download: bool = True) -> DatasetPair:
+    """MNIST, 60k/10k 1x28x28 (torchvision layout ``<root>/MNIST/raw``)."""
+    return _mnist_like("mnist", root, download)
+
+
+def fmnist(root: Path, download: bool = True) -> DatasetPair:
+    """Fashion-MNIST, 60k/10k 1x28x28 (torchvision layout ``<root>/FashionMNIST/raw``)."""
+    return _mnist_like("fmnist", root, download)
+
+
+def _cifar_tv(key: str, root: Path, download: bool) -> DatasetPair:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if key == "cifar10" else datasets.CIFAR100
+    tr, te = _torchvision(key, cls, root, download, cls.url)
+
+    def conv(d) -> TensorData:
+        return TensorData(torch.from_numpy(np.ascontiguousarray(d.data.transpose(0, 3, 1, 2))), torch.as_tensor(d.targets))
+
+    return conv(tr), conv(te)
+
+
+def cifar10(root: Path, download: bool = True) -> DatasetPair:
+    """CIFAR-10 50k/10k 3x32x32: the canonical pickles, or an image-folder copy.
+
+    Looks under ``root`` for ``cifar-10-batches-py`` (torchvision), then for ``cifar10-jpeg.tar`` or a
+    folder ``cifar10-jpeg/`` (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), then downloads.
+    """
+    if not (root / "cifar-10-batches-py").exists():
+        for cand in (root / "cifar10-jpeg.tar", root / "cifar10-jpeg"):
+            if cand.exists():
+                return image_folder(cand)
+    return _cifar_tv("cifar10", root, download)
+
+
+def cifar100(root: Path, download: bool = True) -> DatasetPair:
+    """CIFAR-100 50k/10k 3x32x32 from the canonical python pickles (torchvision ``cifar-100-python``)."""
+    return _cifar_tv("cifar100", root, download)
+
+
+def digits(root: Path | None = None, download: bool = False) -> DatasetPair:
+    """scikit-learn's bundled 8x8 digits (1797 samples, no download), as uint8 1x8x8 images.
+
+    Pixel values 0..16 are scaled to 0..255. The train/test split is fixed (stratified 70/30,
+    ``random_state=0``): it defines the dataset, independent of the cell seed.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = np.clip(d.images * 16.0, 0, 255).astype(np.uint8)[:, None]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.3, stratify=d.target, random_state=0)
+    return TensorData(torch.from_numpy(xtr), torch.from_numpy(ytr)), TensorData(torch.from_numpy(xte), torch.from_numpy(yte))
+
+
+# ---------------------------------------------------------------- image folders (directory or tar)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _folder_members(path: Path) -> tuple[list[tuple[str, str, str]], Callable[[str], bytes]]:
+    """List ``(split, class, member)`` entries and return a reader of member bytes."""
+    entries: list[tuple[str, str, str]] = []
+    if path.is_dir():
+        for f in sorted(path.rglob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                parts = f.relative_to(path).parts
+                if len(parts) >= 3:
+                    entries.append((parts[-3], parts[-2], str(f)))
+        return entries, lambda m: Path(m).read_bytes()
+    tar = tarfile.open(path)
+    for m in tar.getmembers():
+        if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES:
+            parts = Path(m.name).parts
+            if len(parts) >= 3:
+                entries.append((parts[-3], parts[-2], m.name))
+    entries.sort()
+    return entries, lambda m: tar.extractfile(m).read()  # type: ignore[union-attr]
+
+
+def _decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> DatasetPair:
+    """Read ``split/class/*.jpg`` from a directory or a ``.tar``: splits ``train`` and ``test``.
+
+    Class indices follow the sorted class-folder names. Images are decoded once and the uint8 tensors
+    are cached (keyed by the source's size and modification time) in the clbench cache folder.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"image folder {path} does not exist; fix: give the path of a folder or .tar holding train/<class>/*.jpg and test/<class>/*.jpg")
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|v1".encode()).hexdigest()[:16]
+    cache = Path(cache_root(cache_dir)) / "decoded" / f"{path.stem}-{key}.pt"
+    if cache.exists():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return TensorData(blob["train_x"], blob["train_y"]), TensorData(blob["test_x"], blob["test_y"])
+        except Exception:
+            cache.unlink(missing_ok=True)  # corrupt: rebuild below
+    entries, read = _folder_members(path)
+    splits = {s for s, _, _ in entries}
+    if not {"train", "test"} <= splits:
+        raise UserError(f"{path} must hold train/<class>/*.jpg and test/<class>/*.jpg; found top folders: {sorted(splits) or 'none'}")
+    classes = sorted({c for _, c, _ in entries})
+    cidx = {c: i for i, c in enumerate(classes)}
+    out = {}
+    for split in ("train", "test"):
+        members = [(c, m) for s, c, m in entries if s == split]
+        imgs = np.stack([_decode(read(m)) for _, m in members])
+        out[f"{split}_x"] = torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy())
+        out[f"{split}_y"] = torch.tensor([cidx[c] for c, _ in members], dtype=torch.int64)
+    from clbench.protocols.store import atomic_torch_save  # local import: store is a leaf module
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(out, cache)
+    return TensorData(out["train_x"], out["train_y"]), TensorData(out["test_x"], out["test_y"])
+
+
+SOURCES: dict[str, Callable[..., DatasetPair]] = {
+    "mnist": mnist,
+    "fmnist": fmnist,
+    "cifar10": cifar10,
+    "cifar100": cifar100,
+    "digits": digits,
+}

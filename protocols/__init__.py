@@ -1,0 +1,1 @@
+"""The evaluation loop, metrics, the matrix runner, the two-phase protocol and the CLI."""

@@ -1,0 +1,132 @@
+"""The ``clbench`` command line: run, list (tune, report, features join here).
+
+A :class:`UserError` prints ``error: <message>`` and exits 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+
+from clbench.errors import UserError
+
+
+def _apply_overrides(data: dict, args: argparse.Namespace) -> dict:
+    data = dict(data)
+    if args.seeds:
+        data["seeds"] = args.seeds
+    if args.strategy:
+        data["strategies"] = [{"name": s} for s in args.strategy]
+    if args.benchmark:
+        data["benchmarks"] = [{"name": b} for b in args.benchmark]
+    for key in ("output", "device", "data_root", "cache_dir", "workers", "executor"):
+        value = getattr(args, key, None)
+        if value is not None:
+            data[key] = value
+    if getattr(args, "name", None):
+        data["name"] = args.name
+    return data
+
+
+def add_matrix_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``tune``."""
+    p.add_argument("--seeds", type=int, nargs="+", help="replace the config's seeds")
+    p.add_argument("--strategy", action="append", metavar="NAME", help="replace the config's strategies (repeatable; NAME, avalanche.X or module:Class)")
+    p.add_argument("--benchmark", action="append", metavar="NAME", help="replace the config's benchmarks (repeatable)")
+    p.add_argument("--output", help="parent folder of run folders (default runs)")
+    p.add_argument("--name", help="run folder name (default: config name or file stem)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--data-root", dest="data_root", help="dataset folder (default $CLBENCH_DATA)")
+    p.add_argument("--cache-dir", dest="cache_dir", help="cache folder (default $CLBENCH_CACHE or ~/.cache/clbench)")
+    p.add_argument("--workers", type=int, help="cells run in parallel")
+    p.add_argument("--executor", choices=["local", "ray"], help="local process pool or a Ray cluster")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def load_config_data(config: str | None) -> tuple[dict, str]:
+    from .config import load_yaml, quickstart
+
+    if config is None:
+        return quickstart(), "quickstart"
+    return load_yaml(config), Path(config).stem
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import parse_config
+    from .runner import format_summary, run_matrix
+
+    data, stem = load_config_data(args.config)
+    cfg = parse_config(_apply_overrides(data, args), default_name=stem)
+    records = run_matrix(cfg, quiet=args.quiet, retry_failed=args.retry_failed)
+    print(f"\n{cfg.run_dir}\n" + format_summary(records))
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def _params_text(fn) -> str:
+    parts = []
+    for k, p in inspect.signature(fn).parameters.items():
+        if k in ("self", "seed", "data_root", "info", "device") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        parts.append(f"{k}={p.default!r}" if p.default is not p.empty else k)
+    return ", ".join(parts)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from clbench.benchmarks.backbones import BACKBONES
+    from clbench.benchmarks.registry import benchmark_names, resolve_benchmark
+    from clbench.strategies.registry import resolve_strategy, strategy_names
+
+    print("benchmarks:")
+    for name in benchmark_names():
+        fn = resolve_benchmark(name)
+        print(f"  {name:18s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {'':18s} params: {_params_text(fn)}, rehearsal: {{schedule: ...}}, backbone")
+    print("\nstrategies:")
+    for name in strategy_names():
+        try:
+            cls = resolve_strategy(name)
+        except UserError as exc:
+            print(f"  {name:18s} (unavailable: {exc})")
+            continue
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        hp = ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters().items())
+        print(f"  {name:18s} {doc}{'  [frozen features]' if cls.wants_features else ''}")
+        print(f"  {'':18s} hyperparameters: {hp}")
+    print("  avalanche.<Name>   any avalanche.training strategy, through the adapter (needs avalanche-lib)")
+    print("  module.path:Class  your own Strategy subclass")
+    print("\nbackbones:")
+    for name, doc in BACKBONES.items():
+        print(f"  {name:18s} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmarking suite")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a matrix of benchmarks x strategies x seeds (resumable)")
+    p.add_argument("config", nargs="?", help="YAML config (default: the embedded quick-start matrix)")
+    add_matrix_arguments(p)
+    p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("list", help="benchmarks, strategies and backbones with their parameters")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are recorded, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

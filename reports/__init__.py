@@ -1,0 +1,1 @@
+"""Tables, plots, statistics across seeds and the HTML/Markdown report (no training here)."""

@@ -1,0 +1,104 @@
+"""The minibatch-gradient strategy template shared by finetune, replay, joint and the regularisers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from clbench.benchmarks.stream import StreamInfo, TensorData, TrainView
+from clbench.errors import CellFailure, UserError
+
+from .base import Strategy, tensor_bytes
+from .models import build_model
+from .space import Choice, Float, Int
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class GradientStrategy(Strategy):
+    """Train a model with minibatch SGD/Adam on each experience's data.
+
+    Subclasses change *what* is trained on (:meth:`training_data`), add a loss term
+    (:meth:`penalty`), or act around an experience (:meth:`before_experience`,
+    :meth:`after_experience`). Loss = cross-entropy over all ``n_classes`` outputs (+ penalty).
+    A non-finite loss fails the cell with a message naming the experience and epoch.
+    """
+
+    search_space = {
+        "lr": Float(1e-4, 0.3, log=True),
+        "epochs": Int(1, 10),
+        "batch_size": Choice([32, 64, 128, 256]),
+    }
+
+    def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", lr: float = 0.01, epochs: int = 1,
+                 batch_size: int = 64, optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
+                 model: str = "auto", hidden: Sequence[int] = (1000, 1000), dropout: float = 0.0,
+                 batchnorm: bool = False, width: int = 20, reset_optimizer: bool = False) -> None:
+        super().__init__(info, seed=seed, device=device)
+        if optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if lr <= 0 or epochs < 0 or batch_size < 1:
+            raise UserError(f"need lr > 0, epochs >= 0 and batch_size >= 1 (got lr={lr}, epochs={epochs}, batch_size={batch_size})")
+        self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
+        self.optimizer_name, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
+        self.model_spec = dict(kind=model, input_shape=info.input_shape, n_classes=info.n_classes,
+                               hidden=tuple(hidden), dropout=dropout, batchnorm=batchnorm, width=width)
+        self.reset_optimizer = reset_optimizer
+        self.generator = torch.Generator().manual_seed(seed)
+        self.model = build_model(**self.model_spec).to(self.device)
+        self.optimizer = self.make_optimizer()
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer_name == "adam":
+            return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+    # ---- hooks
+    def training_data(self, exp: TrainView) -> TensorData:
+        return exp.train
+
+    def before_experience(self, exp: TrainView) -> None:
+        if self.reset_optimizer:
+            self.optimizer = self.make_optimizer()
+
+    def after_experience(self, exp: TrainView) -> None:
+        pass
+
+    def penalty(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, y)
+        extra = self.penalty(x, y, logits)
+        return loss if extra is None else loss + extra
+
+    # ---- API
+    def train_experience(self, exp: TrainView) -> None:
+        self.before_experience(exp)
+        data = self.training_data(exp)
+        self.fit(data, exp.index)
+        self.after_experience(exp)
+
+    def fit(self, data: TensorData, exp_index: int) -> None:
+        self.model.train()
+        for epoch in range(self.epochs):
+            total = torch.zeros((), device=self.device)
+            for x, y in data.batches(self.batch_size, shuffle=True, generator=self.generator, device=self.device):
+                logits = self.model(x)
+                loss = self.loss(x, y, logits)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total += loss.detach()
+            if not torch.isfinite(total):
+                raise CellFailure(f"non-finite training loss at experience {exp_index}, epoch {epoch}; fix: lower lr (now {self.lr}) or the penalty strength")
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.model(x.to(self.device))
+
+    def state_bytes(self) -> int:
+        return tensor_bytes(self.model)
