@@ -22,7 +22,6 @@ def data_root() -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path, monkeypatch):
     """Every test gets its own cache folder and no downloads (unless a test says otherwise)."""
-    if "CLBENCH_CACHE" not in os.environ or not os.environ.get("CI"):
-        monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CLBENCH_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
