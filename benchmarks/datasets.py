@@ -93,16 +93,47 @@ def fmnist(root: Path, download: bool = True) -> DatasetPair:
     return _mnist_like("fmnist", root, download)
 
 
-def _cifar_tv(key: str, root: Path, download: bool) -> DatasetPair:
-    from torchvision import datasets
+_CIFAR_FILES = {
+    # key: (folder, train files, test file, label key)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], "test", b"fine_labels"),
+}
 
-    cls = datasets.CIFAR10 if key == "cifar10" else datasets.CIFAR100
-    tr, te = _torchvision(key, cls, root, download, cls.url)
 
-    def conv(d) -> TensorData:
-        return TensorData(torch.from_numpy(np.ascontiguousarray(d.data.transpose(0, 3, 1, 2))), torch.as_tensor(d.targets))
+def _read_cifar_batch(file: Path, label_key: bytes) -> TensorData:
+    """One CIFAR python pickle (``{b'data': uint8 (N, 3072), label_key: [N ints], ...}``)."""
+    import pickle
 
-    return conv(tr), conv(te)
+    try:
+        with open(file, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        labels = np.asarray(d[label_key], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+            raise ValueError(f"data has shape {data.shape} and {len(labels)} labels; expected (N, 3072) and N")
+    except Exception as exc:  # truncated, not a pickle, wrong keys
+        raise UserError(f"{file} is not a valid CIFAR batch ({type(exc).__name__}: {exc}); fix: delete the folder {file.parent} and download it again") from None
+    return TensorData(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels))
+
+
+def _cifar_pickles(key: str, root: Path, download: bool) -> DatasetPair:
+    """Read the canonical CIFAR python pickles; download them through torchvision when missing.
+
+    The pickles are read by clbench (structure checked, one clear error naming a corrupt file);
+    torchvision only downloads and verifies the archive's checksum.
+    """
+    folder, train_files, test_file, label_key = _CIFAR_FILES[key]
+    base = root / folder
+    files = [base / f for f in [*train_files, test_file]]
+    if not all(f.exists() for f in files):
+        if not download or offline():
+            raise _missing(key, root, "downloads are disabled (CLBENCH_OFFLINE or download: false)")
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if key == "cifar10" else datasets.CIFAR100
+        _torchvision(key, cls, root, download, cls.url)
+    train = TensorData.concat([_read_cifar_batch(base / f, label_key) for f in train_files])
+    return train, _read_cifar_batch(base / test_file, label_key)
 
 
 def cifar10(root: Path, download: bool = True) -> DatasetPair:
@@ -115,12 +146,12 @@ def cifar10(root: Path, download: bool = True) -> DatasetPair:
         for cand in (root / "cifar10-jpeg.tar", root / "cifar10-jpeg"):
             if cand.exists():
                 return image_folder(cand)
-    return _cifar_tv("cifar10", root, download)
+    return _cifar_pickles("cifar10", root, download)
 
 
 def cifar100(root: Path, download: bool = True) -> DatasetPair:
     """CIFAR-100 50k/10k 3x32x32 from the canonical python pickles (torchvision ``cifar-100-python``)."""
-    return _cifar_tv("cifar100", root, download)
+    return _cifar_pickles("cifar100", root, download)
 
 
 def digits(root: Path | None = None, download: bool = False) -> DatasetPair:
@@ -143,24 +174,28 @@ def digits(root: Path | None = None, download: bool = False) -> DatasetPair:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def _folder_members(path: Path) -> tuple[list[tuple[str, str, str]], Callable[[str], bytes]]:
-    """List ``(split, class, member)`` entries and return a reader of member bytes."""
-    entries: list[tuple[str, str, str]] = []
+def _folder_members(path: Path) -> list[tuple[str, str, Callable[[], bytes]]]:
+    """List ``(split, class, read)`` entries, sorted by split, class and file name."""
+    entries: list[tuple[str, str, str, Callable[[], bytes]]] = []
     if path.is_dir():
-        for f in sorted(path.rglob("*")):
+        for f in path.rglob("*"):
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 parts = f.relative_to(path).parts
                 if len(parts) >= 3:
-                    entries.append((parts[-3], parts[-2], str(f)))
-        return entries, lambda m: Path(m).read_bytes()
-    tar = tarfile.open(path)
-    for m in tar.getmembers():
-        if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES:
-            parts = Path(m.name).parts
-            if len(parts) >= 3:
-                entries.append((parts[-3], parts[-2], m.name))
-    entries.sort()
-    return entries, lambda m: tar.extractfile(m).read()  # type: ignore[union-attr]
+                    entries.append((parts[-3], parts[-2], str(f), f.read_bytes))
+    else:
+        try:
+            tar = tarfile.open(path)
+        except (tarfile.TarError, OSError) as exc:
+            raise UserError(f"cannot read {path} as a tar archive ({exc}); fix: replace the file with an intact copy") from None
+        for m in tar.getmembers():
+            if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES:
+                parts = Path(m.name).parts
+                if len(parts) >= 3:
+                    # bind the TarInfo itself: extractfile(name) would scan the member list each time
+                    entries.append((parts[-3], parts[-2], m.name, lambda m=m: tar.extractfile(m).read()))  # type: ignore[union-attr]
+    entries.sort(key=lambda e: e[:3])
+    return [(s, c, read) for s, c, _, read in entries]
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -188,7 +223,7 @@ def image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
             return TensorData(blob["train_x"], blob["train_y"]), TensorData(blob["test_x"], blob["test_y"])
         except Exception:
             cache.unlink(missing_ok=True)  # corrupt: rebuild below
-    entries, read = _folder_members(path)
+    entries = _folder_members(path)
     splits = {s for s, _, _ in entries}
     if not {"train", "test"} <= splits:
         raise UserError(f"{path} must hold train/<class>/*.jpg and test/<class>/*.jpg; found top folders: {sorted(splits) or 'none'}")
@@ -196,8 +231,8 @@ def image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
     cidx = {c: i for i, c in enumerate(classes)}
     out = {}
     for split in ("train", "test"):
-        members = [(c, m) for s, c, m in entries if s == split]
-        imgs = np.stack([_decode(read(m)) for _, m in members])
+        members = [(c, read) for s, c, read in entries if s == split]
+        imgs = np.stack([_decode(read()) for _, read in members])
         out[f"{split}_x"] = torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy())
         out[f"{split}_y"] = torch.tensor([cidx[c] for c, _ in members], dtype=torch.int64)
     from clbench.protocols.store import atomic_torch_save  # local import: store is a leaf module
