@@ -93,7 +93,7 @@ def resolve_benchmark(name: str) -> BenchmarkFn:
     raise unknown_name("benchmark", name, _REGISTRY, "Or give module.path:function.")
 
 
-RESERVED_KEYS = ("name", "rehearsal", "backbone", "label")
+RESERVED_KEYS = ("name", "rehearsal", "backbone", "label", "blurry")
 
 
 def benchmark_params(name: str) -> dict[str, object]:
@@ -110,6 +110,7 @@ def build_stream(spec: dict, seed: int, data_root: str | Path | None = None) -> 
     spec = dict(spec)
     name = spec.pop("name")
     rehearsal = spec.pop("rehearsal", None)
+    blurry = spec.pop("blurry", None)
     for k in RESERVED_KEYS:
         spec.pop(k, None)
     fn = resolve_benchmark(name)
@@ -118,6 +119,10 @@ def build_stream(spec: dict, seed: int, data_root: str | Path | None = None) -> 
     if bad:
         raise UserError(f"benchmark {name!r} has no parameter(s) {bad}; valid: {', '.join(sorted(valid))}, rehearsal, backbone, label")
     stream = fn(seed=seed, data_root=resolve_data_root(data_root), **spec)
+    if blurry is not None:
+        from .blurry import with_blurry
+
+        stream = with_blurry(stream, blurry, seed)
     if rehearsal:
         stream = with_rehearsal(stream, schedule_from_config(rehearsal), seed)
     return stream
