@@ -187,6 +187,13 @@ def validate_benchmark(entry: dict[str, Any], errors: list[str], where: str) -> 
             check_backbone(str(entry["backbone"]))
         except UserError as exc:
             errors.append(f"{where}: {exc}")
+    if entry.get("blurry") is not None:
+        from clbench.benchmarks.blurry import check_blurry
+
+        try:
+            check_blurry(entry["blurry"])
+        except UserError as exc:
+            errors.append(f"{where}: {exc}")
 
 
 def validate_strategy(entry: dict[str, Any], errors: list[str], where: str) -> None:
