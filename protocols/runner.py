@@ -87,6 +87,8 @@ def execute_cell(cell: CellSpec, cache: StreamCache | None = None, progress: Cal
                          "n_experiences": len(stream), "params": stream.params, "seed": stream.seed}
         with seeded(cell.seed):
             strategy = cls(stream.info, seed=cell.seed, device=cell.device, **hparams)
+            if callable(getattr(strategy, "receive_unlabelled", None)):  # e.g. kvb key fitting: inputs, no labels
+                strategy.receive_unlabelled(torch.cat([e.train.x for e in stream.experiences]))
             run_stream(strategy, stream, result, progress)
     except Exception as exc:  # noqa: BLE001 - recorded, not raised
         result.status = "failed"

@@ -18,6 +18,14 @@ from clbench.errors import UserError, unknown_name
 from .base import Strategy, check_strategy_class
 
 BUILTIN: dict[str, str] = {
+    "nmc": "clbench.strategies.nmc:NMC",
+    "fetril": "clbench.strategies.fetril:FeTrIL",
+    "acil": "clbench.strategies.analytic:ACIL",
+    "dsal": "clbench.strategies.analytic:DSAL",
+    "gacil": "clbench.strategies.analytic:GACIL",
+    "kvb": "clbench.strategies.kvb:KVB",
+    "linear": "clbench.strategies.linear:LinearHead",
+    "joint_linear": "clbench.strategies.linear:JointLinear",
     "finetune": "clbench.strategies.baselines:Finetune",
     "joint": "clbench.strategies.baselines:Joint",
     "replay": "clbench.strategies.baselines:Replay",
