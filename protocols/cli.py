@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_matrix_arguments(p)
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.set_defaults(func=cmd_run)
+    from .tune import add_tune_arguments, cmd_tune  # light module: heavy imports happen in cmd_tune
+
+    p = sub.add_parser("tune", help="two-phase protocol: tune on D_HT (Optuna), evaluate once on D_E; conventional for comparison")
+    p.add_argument("config", help="YAML config with tuning:, evaluation:, strategies:, search: (see configs/tune_*.yaml)")
+    add_matrix_arguments(p)
+    add_tune_arguments(p)
+    p.set_defaults(func=cmd_tune)
     p = sub.add_parser("list", help="benchmarks, strategies and backbones with their parameters")
     p.set_defaults(func=cmd_list)
     return parser
