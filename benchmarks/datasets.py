@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import socket
+import struct
 import tarfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -55,12 +58,73 @@ def _missing(key: str, root: Path, why: str) -> UserError:
     )
 
 
+def _corrupt(path: Path, problem: str) -> UserError:
+    return UserError(
+        f"dataset file {path} is corrupt: {problem}. Fix: delete it and rerun online (without CLBENCH_OFFLINE) so "
+        f"torchvision downloads it again, or copy an intact copy of it there."
+    )
+
+
+def _idx_problem(path: Path) -> tuple[str | None, int]:
+    """Check an idx (MNIST-format) file's header against its size: (problem or None, first dimension)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[0] or head[1] or head[2] != 0x08 or not 1 <= head[3] <= 4:
+            return f"not an idx ubyte file (header bytes {head.hex() or 'missing'})", 0
+        raw = f.read(4 * head[3])
+    if len(raw) < 4 * head[3]:
+        return "the header is cut off", 0
+    dims = struct.unpack(f">{head[3]}I", raw)
+    expected = 4 + 4 * head[3] + math.prod(dims)
+    if size != expected:
+        shape = "x".join(map(str, dims))
+        return f"its header announces {shape} values ({expected} bytes) but it has {size} bytes (truncated or damaged)", 0
+    return None, dims[0]
+
+
+def _check_idx_files(key: str, root: Path) -> None:
+    """Refuse truncated or damaged MNIST-format files with a message naming the file (torchvision would not)."""
+    folder, files = _EXPECTED[key]
+    paths = [root / folder / f for f in files]
+    if not all(p.is_file() for p in paths):
+        return  # missing files: the usual not-found / download path
+    counts = {}
+    for p in paths:
+        problem, n = _idx_problem(p)
+        if problem:
+            raise _corrupt(p, problem)
+        counts[p.name] = n
+    for images, labels in (paths[0:2], paths[2:4]):
+        if counts[images.name] != counts[labels.name]:
+            raise _corrupt(labels, f"it has {counts[labels.name]} labels for the {counts[images.name]} images of {images.name}")
+
+
+def _diagnose(cls: Callable, root: Path) -> UserError | None:
+    """Name the first file of a torchvision dataset that fails its MD5 checksum (CIFAR lists them)."""
+    folder = getattr(cls, "base_folder", None)
+    listed = list(getattr(cls, "train_list", [])) + list(getattr(cls, "test_list", []))
+    if not folder or not listed or not (root / folder).is_dir():
+        return None
+    from torchvision.datasets.utils import check_integrity
+
+    for fname, md5 in listed:
+        p = root / folder / fname
+        if p.is_file() and not check_integrity(str(p), md5):
+            return _corrupt(p, f"its MD5 checksum is not the expected {md5}")
+    return None
+
+
 def _torchvision(key: str, cls: Callable, root: Path, download: bool, probe_url: str):
     """Instantiate a torchvision dataset for train and test, downloading only when reachable."""
+    if key in ("mnist", "fmnist"):
+        _check_idx_files(key, root)
     try:
         return cls(root=str(root), train=True, download=False), cls(root=str(root), train=False, download=False)
     except RuntimeError:
-        pass  # not on disk (or corrupt: torchvision checks integrity)
+        bad = _diagnose(cls, root)  # not on disk, or corrupt: torchvision checks integrity without naming the file
+        if bad is not None:
+            raise bad from None
     if not download or offline():
         raise _missing(key, root, "downloads are disabled (CLBENCH_OFFLINE or download: false)")
     if not _host_reachable(probe_url):
@@ -215,14 +279,17 @@ def image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
     if not path.exists():
         raise UserError(f"image folder {path} does not exist; fix: give the path of a folder or .tar holding train/<class>/*.jpg and test/<class>/*.jpg")
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|v1".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|v2".encode()).hexdigest()[:16]
     cache = Path(cache_root(cache_dir)) / "decoded" / f"{path.stem}-{key}.pt"
+    from clbench.protocols.store import CorruptFile, atomic_save_checked, load_checked  # store is a leaf module
+
     if cache.exists():
         try:
-            blob = torch.load(cache, weights_only=True)
+            blob = load_checked(cache)  # SHA-256 checked: truncation and flipped bits are both caught
             return TensorData(blob["train_x"], blob["train_y"]), TensorData(blob["test_x"], blob["test_y"])
-        except Exception:
-            cache.unlink(missing_ok=True)  # corrupt: rebuild below
+        except (CorruptFile, KeyError, TypeError, ValueError) as exc:
+            warnings.warn(f"decoded-image cache {cache} is damaged ({exc}); rebuilding it from {path}", stacklevel=2)
+            cache.unlink(missing_ok=True)
     entries = _folder_members(path)
     splits = {s for s, _, _ in entries}
     if not {"train", "test"} <= splits:
@@ -235,10 +302,8 @@ def image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
         imgs = np.stack([_decode(read()) for _, read in members])
         out[f"{split}_x"] = torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy())
         out[f"{split}_y"] = torch.tensor([cidx[c] for c, _ in members], dtype=torch.int64)
-    from clbench.protocols.store import atomic_torch_save  # local import: store is a leaf module
-
     cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(out, cache)
+    atomic_save_checked(out, cache)
     return TensorData(out["train_x"], out["train_y"]), TensorData(out["test_x"], out["test_y"])
 
 

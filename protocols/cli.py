@@ -21,7 +21,7 @@ def _apply_overrides(data: dict, args: argparse.Namespace) -> dict:
         data["strategies"] = [{"name": s} for s in args.strategy]
     if args.benchmark:
         data["benchmarks"] = [{"name": b} for b in args.benchmark]
-    for key in ("output", "device", "data_root", "cache_dir", "workers", "executor"):
+    for key in ("output", "device", "data_root", "cache_dir", "workers", "executor", "address", "timeout"):
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
@@ -42,6 +42,8 @@ def add_matrix_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", dest="cache_dir", help="cache folder (default $CLBENCH_CACHE or ~/.cache/clbench)")
     p.add_argument("--workers", type=int, help="cells run in parallel")
     p.add_argument("--executor", choices=["local", "ray"], help="local process pool or a Ray cluster")
+    p.add_argument("--address", help="Ray cluster address for --executor ray (as printed by `ray start --head`)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-cell time limit; a cell over it is recorded failed")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 

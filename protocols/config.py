@@ -31,6 +31,7 @@ TOP_KEYS = {
     "workers": "parallel cells (default 1)",
     "executor": "local | ray",
     "timeout": "per-cell time limit in seconds",
+    "address": "Ray cluster address for executor: ray (default: $RAY_ADDRESS, a `ray start` cluster here, or a new local one)",
 }
 
 
@@ -73,6 +74,7 @@ class RunConfig:
     workers: int = 1
     executor: str = "local"
     timeout: float | None = None
+    address: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys owned by other commands (e.g. tune)
 
     @property
@@ -89,7 +91,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "output": self.output, "benchmarks": self.benchmarks, "strategies": self.strategies,
              "seeds": self.seeds, "device": self.device, "workers": self.workers, "executor": self.executor}
-        for k in ("data_root", "cache_dir", "timeout"):
+        for k in ("data_root", "cache_dir", "timeout", "address"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         d.update(self.extra)
@@ -257,7 +259,8 @@ def parse_config(data: dict[str, Any], *, default_name: str = "run", extra_keys:
     extra = {k: data[k] for k in (extra_keys or {}) if k in data}
     return RunConfig(name=name, output=str(data.get("output", "runs")), benchmarks=benchmarks, strategies=strategies,
                      seeds=list(dict.fromkeys(seeds)), device=device, data_root=data.get("data_root"),
-                     cache_dir=data.get("cache_dir"), workers=workers, executor=executor, timeout=timeout, extra=extra)
+                     cache_dir=data.get("cache_dir"), workers=workers, executor=executor, timeout=timeout,
+                     address=None if data.get("address") is None else str(data["address"]), extra=extra)
 
 
 def known_benchmarks() -> list[str]:

@@ -9,6 +9,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from clbench.strategies.registry import resolve_strategy
 from .config import CellSpec, RunConfig
 from .executors import make_executor
 from .loop import CellResult, run_stream
-from .store import atomic_write_json, atomic_write_text, atomic_write_yaml, read_json
+from .store import atomic_write_json, atomic_write_text, atomic_write_yaml, read_json, remove_stale_tmp
 
 
 class StreamCache:
@@ -141,6 +142,8 @@ def run_matrix(config: RunConfig, *, quiet: bool = False, retry_failed: bool = F
     folder = RunFolder(config.run_dir)
     lock = folder.lock()
     try:
+        for d in (folder.path, folder.cells_dir):
+            remove_stale_tmp(d)  # left by a killed earlier run; we hold the lock, so no writer is mid-write
         atomic_write_yaml(folder.path / "config.yaml", config.to_dict())
         cells = config.cells()
         done = folder.records()
@@ -149,13 +152,14 @@ def run_matrix(config: RunConfig, *, quiet: bool = False, retry_failed: bool = F
         records = {k: v for k, v in done.items() if k in wanted}
         if not quiet:
             echo(f"run folder {folder.path}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
-        executor = executor or make_executor(config.executor, config.workers)
+        executor = executor or make_executor(config.executor, config.workers, timeout=config.timeout,
+                                             address=config.address)
         bar = None
         if not quiet and todo:
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="cells", unit="cell", file=sys.stderr)
-        for result in executor.run(todo, lambda c, _cache=StreamCache(): execute_cell(c, _cache)):
+        for result in executor.run(todo, partial(execute_cell, cache=StreamCache())):  # picklable for workers
             folder.write_record(result)
             records[result.cell_id] = result.to_dict()
             folder.write_tables(list(records.values()))
