@@ -206,7 +206,11 @@ def validate_strategy(entry: dict[str, Any], errors: list[str], where: str) -> N
         errors.append(f"{where}: {exc}")
         return
     if name.startswith("avalanche."):
-        return  # the adapter validates Avalanche keyword arguments itself
+        try:  # the adapter validates Avalanche keyword arguments itself (unknown, managed, missing)
+            cls.check_kwargs({k: v for k, v in entry.items() if k not in ("name", "label")})
+        except UserError as exc:
+            errors.append(f"{where}: {exc}")
+        return
     valid = cls.hyperparameters()
     bad = sorted(set(entry) - set(valid) - {"name", "label"})
     if bad:

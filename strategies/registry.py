@@ -29,6 +29,9 @@ BUILTIN: dict[str, str] = {
     "finetune": "clbench.strategies.baselines:Finetune",
     "joint": "clbench.strategies.baselines:Joint",
     "replay": "clbench.strategies.baselines:Replay",
+    "ewc": "clbench.strategies.regularization:EWC",
+    "si": "clbench.strategies.regularization:SI",
+    "lwf": "clbench.strategies.regularization:LwF",
 }
 
 ENTRY_POINT_GROUP = "clbench.strategies"
