@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from clbench.benchmarks.registry import RESERVED_KEYS, benchmark_names, benchmark_params, resolve_benchmark
+from clbench.benchmarks.stream import SCENARIOS
 from clbench.errors import UserError
 from clbench.strategies.registry import resolve_strategy
 
@@ -158,6 +159,29 @@ def _as_list_of_entries(value: Any, key: str, errors: list[str]) -> list[dict[st
     return out
 
 
+def value_problems(entry: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """Out-of-range values, judged against the parameter's default.
+
+    A parameter whose default is a number must get a finite number, and a non-negative one when the
+    default is non-negative (sizes, counts, epochs, rates); one whose default is a list of positive
+    integers (layer widths) must get such a list.
+    """
+    out = []
+    for k, v in entry.items():
+        d = defaults.get(k)
+        if k in ("name", "label") or d is None or isinstance(d, bool):
+            continue
+        if isinstance(d, (int, float)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+                out.append(f"{k} must be a finite number, got {v!r}")
+            elif d >= 0 and v < 0:
+                out.append(f"{k} must be >= 0, got {v!r}")
+        elif isinstance(d, (list, tuple)) and d and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in d):
+            if not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+                out.append(f"{k} must be a list of positive integers such as {list(d)}, got {v!r}")
+    return out
+
+
 def validate_benchmark(entry: dict[str, Any], errors: list[str], where: str) -> None:
     name = entry["name"]
     try:
@@ -173,6 +197,12 @@ def validate_benchmark(entry: dict[str, Any], errors: list[str], where: str) -> 
         v = entry.get(k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             errors.append(f"{where}: {k} must be a positive integer, got {v!r}")
+    errors.extend(f"{where}: {p}" for p in value_problems({k: v for k, v in entry.items() if k not in ("n_experiences", "base", "increment")}, valid))
+    if "scenario" in entry and entry["scenario"] not in SCENARIOS:
+        errors.append(f"{where}: unknown scenario {entry['scenario']!r}; valid: {', '.join(SCENARIOS)}")
+    n_exp, classes = entry.get("n_experiences"), entry.get("classes")
+    if isinstance(n_exp, int) and isinstance(classes, list) and n_exp > len(classes):
+        errors.append(f"{where}: n_experiences={n_exp} is more than the {len(classes)} classes listed; fix: use at most {len(classes)}")
     if entry.get("rehearsal") is not None:
         from clbench.benchmarks.rehearsal import schedule_from_config
 
@@ -215,6 +245,7 @@ def validate_strategy(entry: dict[str, Any], errors: list[str], where: str) -> N
     bad = sorted(set(entry) - set(valid) - {"name", "label"})
     if bad:
         errors.append(f"{where}: strategy {name!r} has no hyperparameter(s) {bad}; valid: {', '.join(sorted(valid)) or '(none)'}")
+    errors.extend(f"{where}: {p}" for p in value_problems(entry, valid))
 
 
 def parse_config(data: dict[str, Any], *, default_name: str = "run", extra_keys: dict[str, str] | None = None) -> RunConfig:

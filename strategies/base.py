@@ -86,5 +86,8 @@ def check_strategy_class(cls: Any, name: str) -> None:
     if not isinstance(cls, type):
         raise UserError(f"{name} is not a class; a strategy is a subclass of clbench.strategies.Strategy")
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None)) or getattr(getattr(cls, m), "__isabstractmethod__", False)]
+    if not issubclass(cls, Strategy):  # duck-typed classes also need what the runner calls on a Strategy
+        missing += [m for m in ("hyperparameters", "state_bytes") if not callable(getattr(cls, m, None))]
     if missing:
-        raise UserError(f"strategy {name} does not implement {', '.join(missing)}(); subclass clbench.strategies.Strategy and define it")
+        raise UserError(f"strategy {name} does not implement {', '.join(m + '()' for m in missing)}; "
+                        "subclass clbench.strategies.Strategy and define it")
