@@ -235,11 +235,11 @@ def recover_running(study: "optuna.Study") -> list[int]:
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         try:
+            storage.set_trial_user_attr(t._trial_id, "error", "interrupted (process stopped during the trial); parameters queued again")
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        storage.set_trial_user_attr(t._trial_id, "error", "interrupted (process stopped during the trial); parameters queued again")
         numbers.append(t.number)
         if callback is not None:
             callback(study, storage.get_trial(t._trial_id))

@@ -84,7 +84,7 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"sampler": self.sampler, "n_trials": self.n_trials, "objective": self.objective,
                              "seeds": list(self.seeds), "protocol": self.protocol, "sampler_seed": self.sampler_seed,
-                             "pruning": {"after": self.pruning_after, "startup_trials": self.pruning_startup} if self.pruning_after else False}
+                             "pruning": {"after": max(0, self.pruning_after), "startup_trials": self.pruning_startup} if self.pruning_after else False}
         if self.storage:
             from .search import redact
 
@@ -416,21 +416,21 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
         params = suggest(trial, ts.space)
         entry = {**ts.entry, **params}
         cells: list[dict[str, Any]] = []
-        trial.set_user_attr("data", data_name)
-        trial.set_user_attr("benchmark", bench)
+        trial.set_user_attr("data", data_name)  # each attribute is one storage commit: keep them few
 
         def prune_hook(result: "CellResult", i: int) -> None:
+            if i > (after if after > 0 else max(1, len(result.test_sizes) // 2)):
+                return
             value = partial_score(result.accuracy, result.test_sizes, objective)
             trial.report(value, i)
-            limit = after if after and after > 0 else max(1, len(result.test_sizes) // 2)
-            if after and i <= limit and trial.should_prune():
+            if trial.should_prune():
                 trial.set_user_attr("cells", cells)
                 raise optuna.TrialPruned(f"{objective} {value:.4f} after {i} experiences is below the median")
 
         scores = []
         for k, seed in enumerate(seeds):
             cell = CellSpec(bench, entry, seed, cfg.device, cfg.data_root, cfg.cache_dir, cfg.timeout)
-            res = trial_cell(cell, cache, prune_hook if k == 0 else None)
+            res = trial_cell(cell, cache, prune_hook if k == 0 and after else None)
             ok = res.status == "ok"
             score = float(res.metrics[objective]) if ok else 0.0
             scores.append(score)
