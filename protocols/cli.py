@@ -45,6 +45,7 @@ def add_matrix_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address for --executor ray (as printed by `ray start --head`)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-cell time limit; a cell over it is recorded failed")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-report", dest="no_report", action="store_true", help="do not write <run>/report at the end")
 
 
 def load_config_data(config: str | None) -> tuple[dict, str]:
@@ -63,7 +64,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = parse_config(_apply_overrides(data, args), default_name=stem)
     records = run_matrix(cfg, quiet=args.quiet, retry_failed=args.retry_failed)
     print(f"\n{cfg.run_dir}\n" + format_summary(records))
+    if not args.no_report:
+        from clbench.reports.report import report_after_run
+
+        report_after_run(cfg.run_dir, quiet=args.quiet)
     return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from clbench.reports.report import parse_formats, write_report
+
+    out = write_report(args.runs, args.out, args.format)
+    print(f"report: {out / 'report.html' if 'html' in parse_formats(args.format) else out}")
+    return 0
 
 
 def _params_text(fn) -> str:
@@ -119,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_matrix_arguments(p)
     add_tune_arguments(p)
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("report", help="tables, plots, statistics and report.html of one or more run folders")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s) written by clbench run / tune; several are compared")
+    p.add_argument("--out", help="output folder (default RUN/report; several runs: report-<a>+<b> next to the first)")
+    p.add_argument("--format", default="html,md,png,pdf", help="comma-separated subset of html,md,png,pdf (default all)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("list", help="benchmarks, strategies and backbones with their parameters")
     p.set_defaults(func=cmd_list)
     return parser
