@@ -217,19 +217,15 @@ def parse_search(value: Any, errors: list[str]) -> SearchSettings:
         errors.append(f"search: unknown key {k!r}; valid: {', '.join(SEARCH_KEYS)}")
     s = SearchSettings()
     kw: dict[str, Any] = {}
-    sampler = str(value.get("sampler", s.sampler)).lower()
-    if sampler not in SAMPLERS:
-        errors.append(f"search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
-    kw["sampler"] = sampler
+    for key, valid in (("sampler", SAMPLERS), ("objective", OBJECTIVES), ("protocol", PROTOCOLS)):
+        kw[key] = value.get(key, getattr(s, key))
+        if kw[key] not in valid:
+            errors.append(f"search.{key}: {kw[key]!r} is not one of {', '.join(valid)}")
     n = value.get("n_trials")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         errors.append(f"search.n_trials: must be a positive integer, got {n!r}")
         n = None
     kw["n_trials"] = n
-    objective = value.get("objective", s.objective)
-    if objective not in OBJECTIVES:
-        errors.append(f"search.objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
-    kw["objective"] = objective
     seeds = _int_list(value.get("seeds", list(s.seeds)))
     if seeds is None:
         errors.append(f"search.seeds: must be a non-empty list of non-negative integers, got {value.get('seeds')!r}")
@@ -251,10 +247,6 @@ def parse_search(value: Any, errors: list[str]) -> SearchSettings:
         errors.append(f"search.storage: must be a SQLAlchemy URL such as sqlite:///tune.db or postgresql://user:pw@host/db, got {storage!r}")
         storage = None
     kw["storage"] = storage
-    protocol = value.get("protocol", s.protocol)
-    if protocol not in PROTOCOLS:
-        errors.append(f"search.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    kw["protocol"] = protocol
     seed = value.get("sampler_seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         errors.append(f"search.sampler_seed: must be a non-negative integer, got {seed!r}")
