@@ -212,11 +212,10 @@ def critical_difference_figure(rank: RankResult) -> "Figure":
     """Demšar-style critical-difference diagram: average ranks (1 = best, left), CD bar, bars joining groups within CD."""
     k = len(rank.names)
     order = sorted(rank.names, key=lambda n: rank.avg_rank[n])
-    fig = _figure(8.5, 1.5 + 0.25 * k)
+    fig = _figure(8.5, 1.3 + 0.3 * math.ceil(k / 2))
     ax = fig.add_subplot()
     w = max(1, k - 1)
     ax.set_xlim(1 - 0.75 * w, k + 0.75 * w)
-    ax.set_ylim(0, 1)
     ax.set_axis_off()
     y_axis = 0.8
     ax.plot([1, k], [y_axis, y_axis], color="black", linewidth=1)
@@ -240,6 +239,7 @@ def critical_difference_figure(rank: RankResult) -> "Figure":
         lo, hi = rank.avg_rank[grp[0]], rank.avg_rank[grp[-1]]
         y = y_axis - 0.045 - 0.03 * g_i
         ax.plot([lo - 0.03, hi + 0.03], [y, y], color="black", linewidth=3, solid_capstyle="round")
+    ax.set_ylim(y_axis - 0.18 - step * (half - 1), 1.02)
     p = "n/a" if math.isnan(rank.p_friedman) else f"{rank.p_friedman:.3g}"
     fig.suptitle(f"average rank by ACC (1 = best) over {rank.n_blocks} blocks: {rank.blocks}\n"
                  f"Friedman p = {p}; Nemenyi critical difference at alpha = {rank.alpha}; "
