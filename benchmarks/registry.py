@@ -34,6 +34,10 @@ def register_benchmark(name: str) -> Callable[[BenchmarkFn], BenchmarkFn]:
     return deco
 
 
+#: number of classes of each built-in source, so a config's split can be checked before any data is read
+DATASET_CLASSES = {"digits": 10, "mnist": 10, "fmnist": 10, "cifar10": 10, "cifar100": 100}
+
+
 def _split(dataset: str, name: str):
     def build(
         seed: int,
@@ -56,6 +60,7 @@ def _split(dataset: str, name: str):
 
     build.__name__ = name
     build.__doc__ = f"Class-incremental split {dataset}: classes partitioned into experiences (n equal or base+increment)."
+    build.n_classes = DATASET_CLASSES.get(dataset)  # type: ignore[attr-defined]  # lets the config check the split
     return build
 
 

@@ -200,9 +200,17 @@ def validate_benchmark(entry: dict[str, Any], errors: list[str], where: str) -> 
     errors.extend(f"{where}: {p}" for p in value_problems({k: v for k, v in entry.items() if k not in ("n_experiences", "base", "increment")}, valid))
     if "scenario" in entry and entry["scenario"] not in SCENARIOS:
         errors.append(f"{where}: unknown scenario {entry['scenario']!r}; valid: {', '.join(SCENARIOS)}")
-    n_exp, classes = entry.get("n_experiences"), entry.get("classes")
-    if isinstance(n_exp, int) and isinstance(classes, list) and n_exp > len(classes):
-        errors.append(f"{where}: n_experiences={n_exp} is more than the {len(classes)} classes listed; fix: use at most {len(classes)}")
+    classes = entry.get("classes")
+    n_classes = len(classes) if isinstance(classes, list) else getattr(resolve_benchmark(name), "n_classes", None)
+    sizes = {k: entry.get(k, valid.get(k)) for k in ("n_experiences", "base", "increment")}
+    if n_classes and all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in sizes.values()):
+        from clbench.benchmarks.split import class_increments
+
+        try:  # the split's arithmetic (more experiences than classes, indivisible, base too big), before any data is read
+            n_exp = sizes["n_experiences"] if sizes["base"] is None or sizes["increment"] is None else None
+            class_increments(n_classes, n_exp, sizes["base"], sizes["increment"])
+        except UserError as exc:
+            errors.append(f"{where}: {exc}")
     if entry.get("rehearsal") is not None:
         from clbench.benchmarks.rehearsal import schedule_from_config
 
