@@ -109,7 +109,7 @@ def seen_accuracy_figure(title: str, curves: Sequence[Curve]) -> "Figure":
     ax.grid(alpha=0.3)
     ax.set_title(f"{title}\nmean over seeds, band = 95% CI (Student t)", fontsize=10)
     if curves:
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="best")
     return fig
 
 
@@ -263,15 +263,16 @@ def tune_scores_figure(title: str, entries: Sequence[TuneEntry], colors: dict[st
         errs.append(_err(ci, 100) if ci.n and abs(ci.mean - e.two_phase) < 1e-9 else 0.0)
     ax.bar(x + w / 2, two, w, yerr=errs, capsize=3, color=[colors.get(e.name, "C0") for e in entries], alpha=0.95,
            edgecolor="black", linewidth=0.5, label="two-phase (phase 2 on D_E)")
-    for xi, c, t, er in zip(x, conv, two, errs):
+    for xi, c, t in zip(x, conv, two):
         if np.isfinite(c) and np.isfinite(t):
-            ax.text(xi, min(max(c, t + er) + 1, 101), f"{c - t:+.1f}", ha="center", va="bottom", fontsize=7)
+            ax.text(xi, min(max(c, t) + 1.5, 101), f"{c - t:+.1f}", ha="center", va="bottom", fontsize=7,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
     ax.set_xticks(x, [e.name for e in entries], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 118)
     ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.legend(fontsize=8, loc="upper center", ncol=2, framealpha=1)
     ax.set_title(f"{title}: conventional vs two-phase score\n(label = conventional minus two-phase, pp)", fontsize=10)
     return fig
 

@@ -629,7 +629,8 @@ def _tune_section(out: _Out, runs: Sequence[RunData], colors: dict[str, str]) ->
                               f"the chosen values run once per seed on the evaluation stream D_E (mean ± 95% CI over seeds); "
                               f"conventional = best trial of a search tuned directly on D_E (the number a paper tuning on "
                               f"its test stream reports). {changed} of {len(entries)} strategies change rank{tau_text}. "
-                              f"clbench tune scores a failed phase-2 cell 0; such cells are counted in the last column.",
+                              f"clbench tune scores a failed phase-2 cell 0; such cells are counted in the last column. "
+                              f"The benchmark sections above show the phase-2 cells (D_E).",
                         ["Strategy", "phase 1 (%)", "two-phase (%)", "rank", "conventional (%)", "rank",
                          "conv. − two-phase (pp)", "failed phase-2 cells"], rows, pd.DataFrame(data)))
         out.figure(f"{name}_scores", f"{run.label}: {objective} under the conventional protocol and the two-phase "
