@@ -77,34 +77,25 @@ def _read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def _cell_dirs(path: Path) -> list[Path]:
-    """The ``cells/`` folders of a run: its own, else those of its sub-runs (a tune folder's phases)."""
-    if (path / "cells").is_dir():
-        return [path / "cells"]
-    return sorted(p for p in path.glob("*/cells") if p.is_dir())
-
-
 def load_run(path: str | Path, label: str | None = None) -> RunData:
     """Read a run folder written by ``clbench run`` or ``clbench tune``; a bad folder is one :class:`UserError`."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"run folder {path} does not exist; fix: give the folder that `clbench run` printed, e.g. runs/quickstart")
-    dirs = _cell_dirs(path)
     is_tune = (path / "tune.json").exists() or (path / "tune.csv").exists()
-    if not dirs and not (path / "config.yaml").exists() and not is_tune:
-        raise UserError(f"{path} is not a clbench run folder (no cells/ nor config.yaml); fix: give a folder written by "
-                        f"`clbench run` or `clbench tune`, e.g. runs/quickstart")
+    if not (path / "cells").is_dir() and not (path / "config.yaml").exists() and not is_tune:
+        inner = sorted(p.name for p in path.iterdir() if (p / "cells").is_dir() or (p / "config.yaml").exists())
+        hint = (f"it holds run folders ({', '.join(inner[:6])}{', ...' if len(inner) > 6 else ''}): "
+                f"give them, e.g. clbench report {path / inner[0]}") if inner else "give a folder written by `clbench run` or `clbench tune`, e.g. runs/quickstart"
+        raise UserError(f"{path} is not a clbench run folder (no cells/ nor config.yaml); fix: {hint}")
     records: list[dict[str, Any]] = []
-    for d in dirs:
-        for f in sorted(d.glob("*.json")):
-            try:
-                rec = _read_json(f)
-            except (OSError, ValueError):
-                continue  # a half-written or unreadable record counts as missing, as in the runner
-            if isinstance(rec, dict) and {"benchmark", "strategy", "seed", "status"} <= set(rec):
-                if d.parent != path:
-                    rec = dict(rec, _phase=d.parent.name)
-                records.append(rec)
+    for f in sorted((path / "cells").glob("*.json")):
+        try:
+            rec = _read_json(f)
+        except (OSError, ValueError):
+            continue  # a half-written or unreadable record counts as missing, as in the runner
+        if isinstance(rec, dict) and {"benchmark", "strategy", "seed", "status"} <= set(rec):
+            records.append(rec)
     config: dict[str, Any] = {}
     if (path / "config.yaml").exists():
         import yaml
@@ -190,8 +181,7 @@ def _ordered_records(runs: Sequence[RunData], run: RunData) -> list[dict[str, An
 
     def key(rec: dict[str, Any]) -> tuple:
         b, s = str(rec["benchmark"]), str(rec["strategy"])
-        return (str(rec.get("_phase", "")), order["benchmarks"].get(b, big), b, order["strategies"].get(s, big), s,
-                int(rec["seed"]))
+        return (order["benchmarks"].get(b, big), b, order["strategies"].get(s, big), s, int(rec["seed"]))
 
     return sorted(run.records, key=key)
 
@@ -202,8 +192,7 @@ def collect_cells(runs: Sequence[RunData]) -> list[Cell]:
     cells = []
     for run in runs:
         for r in _ordered_records(runs, run):
-            phase = r.get("_phase")
-            bench = str(r["benchmark"]) + (f" ({phase})" if phase else "")
+            bench = str(r["benchmark"])
             strategy = str(r["strategy"])
             series = f"{strategy} [{run.label}]" if multi else strategy
             ok = r.get("status") == "ok"

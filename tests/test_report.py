@@ -174,6 +174,8 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "empty" / "config.yaml").write_text("name: empty\n")
     with pytest.raises(UserError, match="no finished cells"):
         write_report(tmp_path / "empty")
+    with pytest.raises(UserError, match="holds run folders"):  # the parent of run folders, e.g. runs/
+        write_report(tmp_path)
     assert main(["report", str(tmp_path / "empty"), "--format", "html,svg"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "svg" in err and err.count("\n") == 1
