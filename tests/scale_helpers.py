@@ -1,0 +1,57 @@
+"""Small matrices and comparisons shared by the executor, crash and hardening tests (issue 7)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+#: the columns of results.csv that must not depend on the executor (timings and memory do)
+STABLE = ["benchmark", "strategy", "seed", "trained_exp", "evaluated_exp", "accuracy", "n_test", "state_bytes", "cell_id"]
+
+
+def tiny_matrix(output: Path, name: str, *, seeds: tuple[int, ...] = (0, 1), epochs: int = 2, hidden: int = 16,
+                **extra: Any) -> dict[str, Any]:
+    """split_digits (5 experiences) x {finetune, replay} x seeds, tiny MLPs: a few seconds per matrix."""
+    common = {"epochs": epochs, "lr": 0.05, "batch_size": 32, "hidden": [hidden]}
+    return {"name": name, "output": str(output), "seeds": list(seeds),
+            "benchmarks": [{"name": "split_digits", "n_experiences": 5}],
+            "strategies": [{"name": "finetune", **common}, {"name": "replay", "buffer_size": 50, **common}], **extra}
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def stable_table(run_dir: Path) -> pd.DataFrame:
+    """results.csv without the executor-dependent columns, in a canonical row order."""
+    df = pd.read_csv(run_dir / "results.csv")[STABLE]
+    return df.sort_values(STABLE[:5]).reset_index(drop=True)
+
+
+def folder_digest(run_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file below a run folder (to show that nothing was lost or altered)."""
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def clbench(*args: str, **kwargs: Any) -> subprocess.Popen:
+    """Start ``clbench ARGS`` as a child in its own process group (so a test can kill the whole group)."""
+    env = dict(kwargs.pop("env", None) or os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "clbench.protocols.cli", *args], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def strategy_module(folder: Path, name: str, body: str) -> str:
+    """Write ``<folder>/<name>.py`` holding strategy classes (``body``); return the module name."""
+    header = ("import os, signal, time\nimport torch\nfrom clbench.strategies.base import Strategy\n"
+              "from clbench.strategies.baselines import Finetune\n\n")
+    (folder / f"{name}.py").write_text(header + body)
+    return name
