@@ -40,11 +40,18 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """A summary column: record metric ``key`` times ``scale`` (CSV columns ``<column>_mean``/``_ci95``/``_best``)."""
+
     key: str
     title: str
     scale: float
     better: str  # "max" | "min"
     decimals: int
+    column: str = ""
+
+    @property
+    def csv(self) -> str:
+        return self.column or self.key
 
 
 METRICS = (
@@ -54,7 +61,7 @@ METRICS = (
     MetricSpec("bwt", "BWT (%)", 100.0, "max", 2),
     MetricSpec("train_seconds", "Train (s)", 1.0, "min", 2),
     MetricSpec("peak_memory_mb", "Peak mem (MiB)", 1.0, "min", 1),
-    MetricSpec("state_bytes", "State (MiB)", 1.0 / 2**20, "min", 3),
+    MetricSpec("state_bytes", "State (MiB)", 1.0 / 2**20, "min", 3, "state_mib"),
 )
 
 
@@ -309,9 +316,9 @@ def summary_table(bench: str, stats: dict[str, SeriesStats], name: str, multi: b
         for m in METRICS:
             ci = s.ci[m.key]
             row.append("failed" if n_ok == 0 else _fmt(ci, m.scale, m.decimals))
-            rec[f"{m.key}_mean"] = ci.mean * m.scale if n_ok else np.nan
-            rec[f"{m.key}_ci95"] = ci.half_width * m.scale if n_ok else np.nan
-            rec[f"{m.key}_best"] = (r, first_metric + METRICS.index(m)) in best_cells
+            rec[f"{m.csv}_mean"] = ci.mean * m.scale if n_ok else np.nan
+            rec[f"{m.csv}_ci95"] = ci.half_width * m.scale if n_ok else np.nan
+            rec[f"{m.csv}_best"] = (r, first_metric + METRICS.index(m)) in best_cells
         p_t = p_w = float("nan")
         if best_row is not None and r != best_row and n_ok:
             a, b = s.values("acc"), rows_stats[best_row].values("acc")
@@ -468,6 +475,7 @@ class _Out:
     blocks: list[Block] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
     figure_names: list[str] = field(default_factory=list)
+    table_names: list[str] = field(default_factory=list)
 
     def figure(self, name: str, caption: str, fig) -> None:
         from .plots import figure_bytes
@@ -481,6 +489,7 @@ class _Out:
         self.figure_names.append(name)
 
     def table(self, t: Table) -> None:
+        self.table_names.append(t.name)
         self.files[f"tables/{t.name}.csv"] = t.data.to_csv(index=False).encode()
         self.files[f"tables/{t.name}.md"] = (f"*{t.caption}*\n\n" + table_markdown(t) + "\n").encode()
         self.files[f"tables/{t.name}.tex"] = table_latex(t).encode()
@@ -700,6 +709,18 @@ def default_out(run_dirs: Sequence[Path]) -> Path:
     return run_dirs[0].parent / ("report-" + "+".join(slug(p.name) for p in run_dirs))[:120]
 
 
+def _remove_stale(out_dir: Path, built: _Out) -> None:
+    """Delete figures/tables of an earlier report in ``out_dir`` that this report no longer has (other files stay)."""
+    keep = {"figures": set(built.figure_names), "tables": set(built.table_names) | {"failed_cells"}}
+    exts = {"figures": {".png", ".pdf"}, "tables": {".csv", ".md", ".tex"}}
+    for sub, names in keep.items():
+        folder = out_dir / sub
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if f.is_file() and f.suffix in exts[sub] and f.stem not in names:
+                    f.unlink()
+
+
 def write_report(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None,
                  formats: str | Sequence[str] | None = None) -> Path:
     """Write the report of one or more run folders into ``out``; return the path of the output folder.
@@ -716,11 +737,12 @@ def write_report(run_dirs: str | Path | Sequence[str | Path], out: str | Path | 
     if not paths:
         raise UserError("no run folder given; fix: clbench report RUN [RUN ...], e.g. clbench report runs/quickstart")
     fmts = parse_formats(formats)
-    runs = [load_run(p, label) for p, label in zip(paths, run_labels(paths))]
+    runs = [load_run(p, label) for p, label in zip(paths, run_labels([p.resolve() for p in paths]))]
     out_dir = Path(out) if out is not None else default_out(paths)
     title, built = build_report(runs, fmts)
     for rel, data in built.files.items():
         atomic_write_bytes(out_dir / rel, data)
+    _remove_stale(out_dir, built)
     if "html" in fmts:
         from .html import render_html
 

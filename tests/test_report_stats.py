@@ -85,7 +85,7 @@ def test_summary_table_mean_ci_best_and_paired_p_on_hand_made_results(tmp_path):
     assert row_a[3] == f"{v.mean():.2f} ± {stats.t.ppf(0.975, 2) * stats.sem(v):.2f}"
     assert (0, 3) in table.best and (1, 3) not in table.best
     # the state-bytes column is shown in MiB: seeds 0..2 keep 1, 2, 3 MiB, mean 2
-    assert df.loc["a", "state_bytes_mean"] == pytest.approx(2.0)
+    assert df.loc["a", "state_mib_mean"] == pytest.approx(2.0)
 
 
 def test_paired_test_holm_and_pareto_match_definitions():
@@ -129,7 +129,11 @@ def test_tune_run_gets_scores_and_rankings_side_by_side(tmp_path):
     entries = {e.name: e for e in tune_entries(load_run(run))}
     assert entries["replay"].rank_two_phase == 1 and entries["replay"].rank_conventional == 2
     assert entries["ewc"].rank_two_phase == 2 and entries["ewc"].rank_conventional == 1
+    (tmp_path / "rep" / "figures").mkdir(parents=True)
+    (tmp_path / "rep" / "figures" / "pareto_gone.png").write_bytes(b"stale")  # a figure an earlier report had
+    (tmp_path / "rep" / "figures" / "notes.txt").write_text("mine")
     out = write_report(run, tmp_path / "rep", "html,png")
+    assert not (out / "figures" / "pareto_gone.png").exists() and (out / "figures" / "notes.txt").exists()
     for name in ("tune_scores", "tune_rankings"):
         with Image.open(out / "figures" / f"{name}.png") as im:
             assert im.width >= 400 and im.height >= 200
