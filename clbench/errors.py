@@ -20,7 +20,7 @@ class CellFailure(Exception):
 def unknown_name(kind: str, name: str, valid: Iterable[str], hint: str = "") -> UserError:
     """One clear error for an unknown name, listing the valid ones."""
     valid = sorted(valid)
-    msg = f"unknown {kind} {name!r}; valid {kind}s: {', '.join(valid) if valid else '(none)'}"
+    msg = f"unknown {kind} {name!r}; valid names: {', '.join(valid) if valid else '(none)'}"
     if hint:
         msg += f". {hint}"
     return UserError(msg)
