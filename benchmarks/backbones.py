@@ -144,25 +144,32 @@ def _host_reachable(url: str, timeout: float = 4.0) -> bool:
         return False
 
 
+# torchvision's IMAGENET1K_V1 weight files (the URL names the file in torch's hub cache)
+RESNET_URLS = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+}
+
+
 def _torchvision_resnet(name: str) -> Callable[[int], Encoder]:
     def load(resolution: int) -> Encoder:
-        from torchvision import models
-
         from .paths import offline
 
-        weights = {"resnet18": models.ResNet18_Weights.IMAGENET1K_V1, "resnet50": models.ResNet50_Weights.IMAGENET1K_V1}[name]
-        file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+        url = RESNET_URLS[name]
+        file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
         if not file.exists():
             why = ("downloads are disabled (CLBENCH_OFFLINE)" if offline()
-                   else None if _host_reachable(weights.url) else "download.pytorch.org cannot be reached (offline?)")
+                   else None if _host_reachable(url) else "download.pytorch.org cannot be reached (offline?)")
             if why:
                 raise UserError(f"backbone {name}: ImageNet weights not found at {file} and {why}; fix: run once with internet "
-                                f"(no CLBENCH_OFFLINE) so torchvision downloads them, copy {os.path.basename(weights.url)} there, "
+                                f"(no CLBENCH_OFFLINE) so torchvision downloads them, copy {os.path.basename(url)} there, "
                                 f"or use the offline backbone efficientnet_lite0")
             try:
-                weights.get_state_dict(progress=True)
+                torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True)
             except Exception as exc:  # network errors of every kind
-                raise UserError(f"backbone {name}: downloading {weights.url} failed ({exc}); fix: retry online or use efficientnet_lite0") from None
+                raise UserError(f"backbone {name}: downloading {url} failed ({exc}); fix: retry online or use efficientnet_lite0") from None
+        from torchvision import models
+
         model = getattr(models, name)(weights=None)
         model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
         model.fc = torch.nn.Identity()

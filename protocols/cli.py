@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default RUN/report; several runs: report-<a>+<b> next to the first)")
     p.add_argument("--format", default="html,md,png,pdf", help="comma-separated subset of html,md,png,pdf (default all)")
     p.set_defaults(func=cmd_report)
+    from .features_cmd import add_features_parser  # light module: heavy imports happen when it runs
+
+    add_features_parser(sub)
     p = sub.add_parser("list", help="benchmarks, strategies and backbones with their parameters")
     p.set_defaults(func=cmd_list)
     return parser

@@ -58,9 +58,10 @@ class RidgeStream:
             self.H += X.T @ Y
         else:
             RXt = self.R @ X.T
-            K = np.linalg.inv(np.eye(X.shape[0]) + X @ RXt)
-            self.R -= RXt @ K @ RXt.T
-            self.W += self.R @ X.T @ (Y - X @ self.W)
+            # R X^T K X R with K = (I + X R X^T)^{-1}, by a symmetric solve; R kept exactly symmetric
+            self.R -= RXt @ scipy.linalg.solve(np.eye(X.shape[0]) + X @ RXt, RXt.T, assume_a="pos")
+            self.R = (self.R + self.R.T) / 2
+            self.W += self.R @ (X.T @ (Y - X @ self.W))
 
     def solve(self) -> np.ndarray:
         """W = (G + gamma I)^{-1} H by Cholesky (gram); the RLS state already holds W."""
