@@ -156,9 +156,10 @@ def final_bars_figure(title: str, points: Sequence[SeriesPoint]) -> "Figure":
         top = 0.0
         for i, p in enumerate(points):
             ci: MeanCI | None = getattr(p, attr)
-            if ci is None or math.isnan(ci.mean):
+            if ci is None or math.isnan(ci.mean):  # None: every cell failed; NaN: undefined (e.g. one experience)
                 ax.bar(i, 0, color="none")
-                ax.text(i, 1, "failed", ha="center", va="bottom", color="#b00020", fontsize=8, rotation=90, fontweight="bold")
+                ax.text(i, 1, "failed" if ci is None else "n/a", ha="center", va="bottom", rotation=90,
+                        color="#b00020" if ci is None else "grey", fontsize=8, fontweight="bold")
                 continue
             ax.bar(i, 100 * ci.mean, yerr=_err(ci, 100), capsize=4, color=p.color, alpha=0.85, edgecolor="black", linewidth=0.5)
             top = max(top, 100 * ci.mean + _err(ci, 100))
