@@ -272,7 +272,7 @@ class RayExecutor:
             where = self.address or "$RAY_ADDRESS / a local instance"
             raise UserError(f"cannot connect to the Ray cluster at {where}: {exc}; fix: start one with "
                             "`ray start --head` and pass the address it prints with --address; if the cluster "
-                            "uses token authentication (the default of `ray start` since Ray 2.5x), also set "
+                            "uses token authentication (as `ray start` of recent Ray versions sets up), also set "
                             "RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token or $RAY_AUTH_TOKEN)") from None
         return True
 
