@@ -1,7 +1,9 @@
 """Overhead of clbench's loop against a bare PyTorch loop doing the same work (one process).
 
 Work: permuted MNIST, 3 experiences, MLP 784-1000-1000-10, SGD lr 0.01, batch 256, 1 epoch per
-experience; after each experience, accuracy on every experience's test set. Data preparation
+experience; after each experience, accuracy on every experience's test set. Variants: a bare
+loop, clbench ``finetune``, Avalanche's ``Naive`` with its own loops (on ``as_avalanche_benchmark``)
+and ``avalanche.Naive`` through clbench's adapter and loop. Data preparation
 (loading, permuting) is outside the timings. Each variant is run ``--repeats`` times interleaved
 and the fastest run is kept. Prints each time, the accuracies and the ratios, ending with
 ``ratio clbench/bare: <r>x``.
@@ -60,6 +62,42 @@ def clbench_finetune(stream, seed: int) -> tuple[float, float]:
     return time.perf_counter() - t0, res.metrics["acc"]
 
 
+def avalanche_own_loop(stream, seed: int) -> tuple[float, float]:
+    """Avalanche's Naive with its own training and evaluation loops, on ``as_avalanche_benchmark(stream)``."""
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training import Naive
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from clbench.benchmarks.avalanche_interop import as_avalanche_benchmark
+
+    bm = as_avalanche_benchmark(stream)  # data preparation: outside the timing
+    with seeded(seed):
+        model = MLP(784, 10, HP["hidden"])
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=HP["lr"]),
+                     criterion=torch.nn.CrossEntropyLoss(), train_mb_size=HP["batch_size"],
+                     train_epochs=HP["epochs"], eval_mb_size=1024,
+                     evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]))
+    t0 = time.perf_counter()
+    for exp in bm.train_stream:
+        strategy.train(exp, eval_streams=[])
+        res = strategy.eval(bm.test_stream)
+    secs = time.perf_counter() - t0
+    accs = [v for k, v in res.items() if k.startswith("Top1_Acc_Exp/eval_phase/test_stream")]
+    return secs, sum(accs) / len(accs)
+
+
+def clbench_adapter(stream, seed: int) -> tuple[float, float]:
+    """``avalanche.Naive`` through clbench's adapter, evaluated by clbench's loop."""
+    from clbench.strategies.avalanche_adapter import avalanche_strategy_class
+
+    with seeded(seed):
+        strategy = avalanche_strategy_class("Naive")(stream.info, seed=seed, **HP)
+    res = CellResult("bench", stream.name, "avalanche.Naive", seed)
+    t0 = time.perf_counter()
+    run_stream(strategy, stream, res)
+    return time.perf_counter() - t0, res.metrics["acc"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
@@ -69,7 +107,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     stream = build_stream({"name": "permuted_mnist", "n_experiences": 3}, seed=args.seed)
-    variants = {"bare": bare, "clbench": clbench_finetune}
+    variants = {"bare": bare, "clbench": clbench_finetune, "avalanche_own_loop": avalanche_own_loop,
+                "clbench_adapter": clbench_adapter}
     best: dict[str, tuple[float, float]] = {}
     for r in range(args.repeats):
         for name, fn in variants.items():
