@@ -26,6 +26,7 @@ with the same model, optimiser and seed see the same minibatches.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -138,10 +139,13 @@ class AvalancheStrategy(GradientStrategy):
         from avalanche.training.plugins import EvaluationPlugin
 
         cls = _ordered_subclass(av_cls)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No loggers specified")  # clbench's loop evaluates
+            evaluator = EvaluationPlugin(loggers=[])
         try:
             self.av = cls(model=self.model, optimizer=self.optimizer, criterion=torch.nn.CrossEntropyLoss(),
                           train_mb_size=self.batch_size, train_epochs=self.epochs, eval_mb_size=1024,
-                          device=self.device, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1, **av_kw)
+                          device=self.device, evaluator=evaluator, eval_every=-1, **av_kw)
         except (TypeError, ValueError, AssertionError) as exc:
             raise UserError(f"avalanche.{self.avalanche_name} rejected its arguments {sorted(av_kw)}: {exc}") from None
         self.av._clbench_generator = self.generator
