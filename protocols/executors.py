@@ -106,6 +106,7 @@ def _orphan_watchdog(parent: int) -> None:
 
 def _worker_main(conn: Any, fn: CellFn, cell: CellSpec, threads: int) -> None:
     """Body of one worker process: run one cell, send the result (or the error) to the driver."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers and records nothing
     threading.Thread(target=_orphan_watchdog, args=(os.getppid(),), daemon=True).start()
     _set_threads(threads)
     try:
