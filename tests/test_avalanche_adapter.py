@@ -48,10 +48,22 @@ def test_avalanche_naive_equals_finetune(permuted, hp):
     assert ft.diagonal().min() > 0.3  # and something was learnt
 
 
-def test_adapter_runs_published_baselines_in_the_clbench_loop(permuted):
-    _, ewc0 = run("avalanche.EWC", permuted, ewc_lambda=0.0)
+@pytest.mark.parametrize("native,avalanche,hp", [
+    ("ewc", "avalanche.EWC", {"ewc_lambda": 1000.0}),
+    ("lwf", "avalanche.LwF", {"alpha": 1.0, "temperature": 2.0}),
+])
+def test_native_regularisers_match_avalanche(permuted, native, avalanche, hp):
+    """Same formulas as Avalanche's plugins (EWC: eval-mode minibatch Fisher, no 1/2; LwF: KL, no T^2)."""
+    extra = {"fisher_batch_size": TINY["batch_size"]} if native == "ewc" else {}
+    _, ours = run(native, permuted, **hp, **extra)
+    _, theirs = run(avalanche, permuted, **hp)
     _, ft = run("finetune", permuted)
-    assert (ewc0 - ft).abs().max() <= 1e-6  # EWC's plugin with lambda 0 is the naive loop
+    assert (ours - theirs).abs().max() <= 1e-6, (ours, theirs)
+    assert not torch.equal(ours, ft)  # the penalty is active
+
+
+def test_adapter_runs_gem_in_the_clbench_loop(permuted):
+    _, ft = run("finetune", permuted)
     s, gem = run("avalanche.GEM", permuted, patterns_per_exp=40, memory_strength=0.5)
     assert gem.shape == (3, 3) and not torch.equal(gem, ft)
     assert s.state_bytes() > sum(p.numel() * 4 for p in s.av.model.parameters())  # its memory is counted
