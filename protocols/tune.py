@@ -688,5 +688,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tc = parse_tune_config(data, default_name=stem)
     summary = run_tune(tc, quiet=args.quiet, retry_failed=args.retry_failed)
     print(f"\n{tc.run_dir}\n" + format_tune_summary(summary))
+    if tc.search.protocol != "conventional" and not getattr(args, "no_report", False):
+        from clbench.reports.report import report_after_run  # the phase-2 cells, as after clbench run
+
+        report_after_run(tc.run_dir, quiet=args.quiet)
     ok = all(r["phase2"] and not r["phase2"]["failed"] for r in summary["strategies"]) if tc.search.protocol != "conventional" else True
     return 0 if ok else 1

@@ -47,7 +47,7 @@ def test_two_phase_runs_each_strategy_once_per_seed_and_never_sees_d_e(tmp_path,
     data = config(tmp_path, strategies, {"sampler": "grid", "objective": "acc", "seeds": [3]}, data_root=str(data_root))
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert cli_main(["tune", str(path), "--quiet"]) == 0
+    assert cli_main(["tune", str(path), "--quiet", "--no-report"]) == 0
     run_dir = tmp_path / "runs" / "t"
     summary = json.loads((run_dir / "tune.json").read_text())
     cells = [json.loads(p.read_text()) for p in sorted((run_dir / "cells").glob("*.json"))]
@@ -88,17 +88,20 @@ def test_two_phase_runs_each_strategy_once_per_seed_and_never_sees_d_e(tmp_path,
     # rerunning the same command adds no cell and no trial (resume, never a second phase-2 run)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.json")}
     n_trials = {k: len(v) for k, v in load_trials(run_dir).items()}
-    assert cli_main(["tune", str(path), "--quiet"]) == 0
+    assert cli_main(["tune", str(path), "--quiet", "--no-report"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.json")} == mtimes
     assert {k: len(v) for k, v in load_trials(run_dir).items()} == n_trials
 
 
 def test_tpe_finds_known_best_float_and_pruning_stops_bad_trials(tmp_path, data_root):
     strategies = [{"name": TOY, "shift": 0, "n_trials": 16}]
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"  # a user-given SQLAlchemy URL instead of the run folder's file
     search = {"sampler": "tpe", "objective": "aia", "seeds": [0], "protocol": "two-phase",
-              "pruning": {"after": 2, "startup_trials": 3}}
+              "pruning": {"after": 2, "startup_trials": 3}, "storage": shared}
     tc = parse_tune_config(config(tmp_path, strategies, search, seeds=[0], data_root=str(data_root)))
     summary = run_tune(tc, quiet=True)
+    assert not (tmp_path / "runs" / "t" / "tune.db").exists()
+    assert len(optuna.load_study(study_name=summary["strategies"][0]["tuning"]["study"], storage=shared).trials) >= 16
     row = summary["strategies"][0]
     assert abs(row["chosen"]["knob"] - 0.3) < 0.08  # best by construction: knob = 0.3
     states = [t["state"] for t in row["tuning"]["trials"]]
