@@ -11,31 +11,14 @@ from clbench.benchmarks.avalanche_interop import as_avalanche_benchmark, stream_
 from clbench.benchmarks.registry import build_stream  # noqa: E402
 from clbench.errors import UserError  # noqa: E402
 from clbench.protocols.config import parse_config  # noqa: E402
-from clbench.protocols.loop import CellResult, run_stream  # noqa: E402
 from clbench.strategies.registry import resolve_strategy  # noqa: E402
+from gradient_helpers import one_thread, permuted, run_cell  # noqa: F401 (fixtures)  # noqa: E402
 
 TINY = dict(lr=0.05, epochs=2, hidden=(32,), batch_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread avoids oversubscribing the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def permuted(data_root):
-    return build_stream({"name": "permuted_digits", "n_experiences": 3}, 0, data_root)
-
-
 def run(name: str, stream, seed: int = 0, **hp):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        strategy = resolve_strategy(name)(stream.info, seed=seed, **{**TINY, **hp})
-        result = run_stream(strategy, stream, CellResult("t", stream.name, name, seed))
+    strategy, result = run_cell(name, stream, TINY, seed, **hp)
     return strategy, torch.tensor(result.accuracy, dtype=torch.float64)
 
 

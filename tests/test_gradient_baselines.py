@@ -9,25 +9,11 @@ import torch
 
 from clbench.benchmarks.registry import build_stream
 from clbench.errors import UserError
-from clbench.protocols.loop import CellResult, run_stream
 from clbench.strategies.registry import resolve_strategy
 from clbench.strategies.regularization import EWC, SI, quadratic_penalty
+from gradient_helpers import one_thread, permuted, run_cell  # noqa: F401 (fixtures)
 
 TINY = dict(lr=0.05, epochs=3, hidden=(64,), batch_size=32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread avoids oversubscribing the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def permuted(data_root):
-    return build_stream({"name": "permuted_digits", "n_experiences": 3}, 0, data_root)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +22,7 @@ def split(data_root):
 
 
 def run(name: str, stream, seed: int = 0, **hp):
-    """One cell as the runner runs it: model initialised under the seeded global generator."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        strategy = resolve_strategy(name)(stream.info, seed=seed, **{**TINY, **hp})
-        result = run_stream(strategy, stream, CellResult("t", stream.name, name, seed))
-    return strategy, result
+    return run_cell(name, stream, TINY, seed, **hp)
 
 
 @pytest.mark.parametrize("name,hp", [
