@@ -6,15 +6,15 @@
    ``--workers 1`` (in-process, torch's default threads), ``--workers 1 --timeout`` (one worker
    process, 1 thread: the same per-cell set-up as the pool) and ``--workers 2`` (two worker
    processes, 1 thread each). Accuracies must be equal in all three.
-2. **Per-cell overhead.** ``--tiny`` cells that train nothing (``epochs: 0``; the stream is still
-   built and evaluated) go through the local process pool and through Ray (a local instance
+2. **Per-cell overhead.** ``--tiny`` cells that train nothing (``epochs: 0``, a 16-unit MLP; the
+   stream is still built and evaluated) go through the local process pool and through Ray (a local instance
    started here with 2 CPUs), 2 at a time, after a warm-up pass; the wall time per cell and
    Ray's start-up time are printed.
 
 The machine's load average is printed before and after: on a shared machine the figures are
 only meaningful when it is near 0.
 
-    python bench/scaling.py [--cells 8] [--epochs 12] [--tiny 16] [--skip-ray]
+    python bench/scaling.py [--cells 8] [--epochs 12] [--repeats 1] [--tiny 16] [--skip-ray]
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from clbench.protocols.executors import ProcessExecutor, RayExecutor, SerialExec
 from clbench.protocols.runner import execute_cell
 
 
-def matrix(output: Path, n_cells: int, epochs: int) -> dict:
+def matrix(output: Path, n_cells: int, epochs: int, hidden: list[int]) -> dict:
     return {"name": "scaling", "output": str(output), "seeds": list(range(n_cells)),
             "benchmarks": [{"name": "split_digits", "n_experiences": 5}],
-            "strategies": [{"name": "finetune", "epochs": epochs, "lr": 0.05, "batch_size": 32, "hidden": [512, 512]}]}
+            "strategies": [{"name": "finetune", "epochs": epochs, "lr": 0.05, "batch_size": 32, "hidden": hidden}]}
 
 
 def timed_run(config: Path, name: str, *extra: str) -> tuple[float, pd.DataFrame]:
-    """Wall seconds of one ``clbench run`` process and its per-cell accuracy table."""
+    """Wall seconds of one ``clbench run`` process (fresh run folder ``name``) and its per-cell accuracy table."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "clbench.protocols.cli", "run", str(config), "--name", name, "--quiet",
                     "--no-report", *extra], check=True, stdout=subprocess.DEVNULL)
@@ -71,26 +71,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats of part 1; the fastest is kept")
     ap.add_argument("--tiny", type=int, default=16, help="cells for the per-cell overhead")
     ap.add_argument("--skip-ray", action="store_true")
     args = ap.parse_args()
     print(load())
     with tempfile.TemporaryDirectory(prefix="clbench-scaling-") as tmp:
         cfg = Path(tmp) / "scaling.yaml"
-        cfg.write_text(yaml.safe_dump(matrix(Path(tmp) / "runs", args.cells, args.epochs)))
+        cfg.write_text(yaml.safe_dump(matrix(Path(tmp) / "runs", args.cells, args.epochs, [512, 512])))
         print(f"\n1. {args.cells} CPU-bound cells (finetune 512-512 MLP, {args.epochs} epochs x 5 experiences, split digits)")
-        t_serial, a_serial = timed_run(cfg, "w1")
+        variants = {"serial": (), "one": ("--timeout", "100000"), "two": ("--workers", "2")}
+        best: dict[str, float] = {}
+        tables: dict[str, pd.DataFrame] = {}
+        for r in range(args.repeats):
+            for key, extra in variants.items():
+                wall, tables[key] = timed_run(cfg, f"{key}{r}", *extra)
+                best[key] = min(best.get(key, wall), wall)
+                print(f"   ({key} repeat {r}: {wall:.1f} s, {load()})", flush=True)
+        t_serial, t_one, t_two = best["serial"], best["one"], best["two"]
         print(f"   --workers 1 (in-process, torch threads {os.cpu_count()}): {t_serial:7.1f} s")
-        t_one, a_one = timed_run(cfg, "p1", "--timeout", "100000")
         print(f"   1 worker process (1 thread):              {t_one:7.1f} s")
-        t_two, a_two = timed_run(cfg, "w2", "--workers", "2")
         print(f"   --workers 2 (2 processes x 1 thread):     {t_two:7.1f} s")
-        same = a_serial.equals(a_two) and a_one.equals(a_two) and (a_two.status == "ok").all()
+        same = tables["serial"].equals(tables["two"]) and tables["one"].equals(tables["two"]) and (tables["two"].status == "ok").all()
         print(f"   accuracies identical in all three: {same}")
         print(f"   speed-up 2 workers vs --workers 1: {t_serial / t_two:.2f}x; vs 1 worker process: {t_one / t_two:.2f}x")
 
-        tiny = parse_config(dict(matrix(Path(tmp) / "tiny", args.tiny, 0))).cells()
-        print(f"\n2. per-cell overhead: {args.tiny} cells that train nothing (stream built, evaluated), 2 at a time")
+        tiny = parse_config(dict(matrix(Path(tmp) / "tiny", args.tiny, 0, [16]))).cells()
+        print(f"\n2. per-cell overhead: {args.tiny} cells that train nothing (16-unit MLP; stream built, evaluated), 2 at a time")
         print(f"   in-process serial:     {1000 * per_cell(SerialExecutor(), tiny):7.0f} ms/cell")
         print(f"   local process pool:    {1000 * per_cell(ProcessExecutor(2), tiny):7.0f} ms/cell")
         if not args.skip_ray:

@@ -122,10 +122,11 @@ class _Job:
     cell: CellSpec
     process: Any
     conn: Any
-    started: float
+    started: float  # wall clock, for the record
+    clock: float  # monotonic, for the timeout
 
     def deadline(self) -> float:
-        return self.started + self.cell.timeout if self.cell.timeout else float("inf")
+        return self.clock + self.cell.timeout if self.cell.timeout else float("inf")
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -196,7 +197,7 @@ class ProcessExecutor:
                                 "pass a module-level function or a functools.partial of one") from exc
             raise
         send.close()  # the child holds the only write end: EOF means it died
-        return _Job(cell, proc, recv, time.monotonic())
+        return _Job(cell, proc, recv, time.time(), time.monotonic())
 
     def run(self, cells: Iterable[CellSpec], fn: CellFn) -> Iterator[CellResult]:
         from multiprocessing.connection import wait
