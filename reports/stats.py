@@ -82,7 +82,7 @@ def paired_test(a: str, b: str, x: Sequence[float], y: Sequence[float], confiden
     d_i = x_i - y_i; paired t: t = \bar d / (s_d / sqrt(n)) with n - 1 degrees of freedom, p = 2 P(T > |t|).
     Wilcoxon: W = min(W+, W-), the sums of the ranks of |d_i| over positive / negative d_i, exact null
     distribution for small n (minimum attainable p with n pairs is 2 / 2^n, e.g. 0.0625 for n = 5).
-    p is NaN when n < 2, or when every d_i is equal (t) / zero (Wilcoxon).
+    p is NaN when n < 2, or when every d_i is equal (t) / zero (Wilcoxon); identical non-zero d_i give p_t = 0.
     """
     from scipy import stats
 
@@ -96,7 +96,7 @@ def paired_test(a: str, b: str, x: Sequence[float], y: Sequence[float], confiden
         p_t = float(stats.ttest_rel(x[keep], y[keep]).pvalue)
     elif n >= 2 and abs(d.mean()) > 1e-12:
         p_t = 0.0  # identical non-zero differences: zero variance, the mean difference is certain
-    if n >= 1 and np.any(np.abs(d) > 1e-12):
+    if n >= 2 and np.any(np.abs(d) > 1e-12):
         try:
             p_w = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
         except ValueError:
