@@ -82,9 +82,10 @@ class KVB(FrozenFeatureStrategy):
         sums = keys.clone()
         floor = 0.1 * self.key_batch / self.K
         ar = torch.arange(self.C)[:, None]
+        z_all = torch.cat([self.project(xb) for xb in x.split(4096)], dim=1)  # (C, N, d), projected once
         for _ in range(self.key_epochs):
             for idx in torch.randperm(len(x), generator=self.generator).split(self.key_batch):
-                z = self.project(x[idx])  # (C, b, d)
+                z = z_all[:, idx]  # (C, b, d)
                 a = self._sqdist(z, keys).argmin(-1)  # (C, b)
                 bc = torch.zeros(self.C, self.K).scatter_add_(1, a, torch.ones_like(a, dtype=torch.float32))
                 bs = torch.zeros(self.C, self.K, self.d).index_put_((ar.expand_as(a), a), z, accumulate=True)
