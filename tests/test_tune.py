@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from tune_toys import one_torch_thread  # noqa: F401 - autouse fixture
+from frozen_threads import one_torch_thread  # noqa: F401 - autouse fixture: one torch thread
 
 from clbench.errors import UserError
 from clbench.protocols.cli import main as cli_main

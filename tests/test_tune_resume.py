@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import yaml
-from tune_toys import one_torch_thread  # noqa: F401 - autouse fixture
+from frozen_threads import one_torch_thread  # noqa: F401 - autouse fixture: one torch thread
 
 from clbench.protocols.tune import parse_tune_config, run_tune
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import torch
 
 from clbench.benchmarks.stream import StreamInfo, TrainView
@@ -51,11 +50,3 @@ class ToyNCM(Strategy):
         wrong = (idx * 0.6180339887) % 1.0 < spoil  # a deterministic, evenly spread fraction `spoil`
         return torch.where(wrong, (labels + 1) % n, labels)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared CPU: one intra-op thread avoids oversubscription; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
