@@ -1,11 +1,11 @@
 """Scaling of the executors: 2 local workers vs 1, and Ray's overhead per cell vs the local pool.
 
 1. **Speed-up.** A matrix of ``--cells`` (default 8) CPU-bound cells (split digits, 5 experiences,
-   finetune with a 512-512 MLP, ``--epochs`` epochs) is run three times as a user runs it, each a
-   fresh ``clbench run`` process (imports and the worker pool's start-up included):
-   ``--workers 1`` (in-process, torch's default threads), ``--workers 1 --timeout`` (one worker
-   process, 1 thread: the same per-cell set-up as the pool) and ``--workers 2`` (two worker
-   processes, 1 thread each). Accuracies must be equal in all three.
+   finetune with a 512-512 MLP, ``--epochs`` epochs) goes through ``run_matrix`` (run folder
+   written) three ways: in-process as ``--workers 1`` does (torch's default threads), one worker
+   process with 1 thread (the pool's per-cell set-up, no parallelism) and ``--workers 2`` (two
+   worker processes, 1 thread each). The forkserver is started once before the timings (a
+   ``clbench run --workers 2`` pays that start-up, a few seconds, once). Accuracies must be equal.
 2. **Per-cell overhead.** ``--tiny`` cells that train nothing (``epochs: 0``, a 16-unit MLP; the
    stream is still built and evaluated) go through the local process pool and through Ray (a local instance
    started here with 2 CPUs), 2 at a time, after a warm-up pass; the wall time per cell and
@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
-import yaml
+import torch
 
 from clbench.protocols.config import parse_config
-from clbench.protocols.executors import ProcessExecutor, RayExecutor, SerialExecutor
-from clbench.protocols.runner import execute_cell
+from clbench.protocols.executors import ProcessExecutor, RayExecutor, SerialExecutor, available_cores
+from clbench.protocols.runner import execute_cell, run_matrix
 
 
 def matrix(output: Path, n_cells: int, epochs: int, hidden: list[int]) -> dict:
@@ -42,13 +40,12 @@ def matrix(output: Path, n_cells: int, epochs: int, hidden: list[int]) -> dict:
             "strategies": [{"name": "finetune", "epochs": epochs, "lr": 0.05, "batch_size": 32, "hidden": hidden}]}
 
 
-def timed_run(config: Path, name: str, *extra: str) -> tuple[float, pd.DataFrame]:
-    """Wall seconds of one ``clbench run`` process (fresh run folder ``name``) and its per-cell accuracy table."""
+def timed_run(data: dict, name: str, executor) -> tuple[float, pd.DataFrame]:
+    """Wall seconds of ``run_matrix`` into a fresh run folder ``name``, and its per-cell accuracy table."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "clbench.protocols.cli", "run", str(config), "--name", name, "--quiet",
-                    "--no-report", *extra], check=True, stdout=subprocess.DEVNULL)
+    run_matrix(parse_config(dict(data, name=name)), quiet=True, executor=executor)
     wall = time.perf_counter() - t0
-    cells = pd.read_csv(Path(yaml.safe_load(config.read_text())["output"]) / name / "cells.csv")
+    cells = pd.read_csv(Path(data["output"]) / name / "cells.csv")
     return wall, cells.sort_values("seed")[["seed", "status", "acc"]].reset_index(drop=True)
 
 
@@ -77,21 +74,23 @@ def main() -> None:
     args = ap.parse_args()
     print(load())
     with tempfile.TemporaryDirectory(prefix="clbench-scaling-") as tmp:
-        cfg = Path(tmp) / "scaling.yaml"
-        cfg.write_text(yaml.safe_dump(matrix(Path(tmp) / "runs", args.cells, args.epochs, [512, 512])))
+        data = matrix(Path(tmp) / "runs", args.cells, args.epochs, [512, 512])
         print(f"\n1. {args.cells} CPU-bound cells (finetune 512-512 MLP, {args.epochs} epochs x 5 experiences, split digits)")
-        variants = {"serial": (), "one": ("--timeout", "100000"), "two": ("--workers", "2")}
+        cores = available_cores()
+        variants = {"serial": SerialExecutor(), "one": ProcessExecutor(1, threads=1), "two": ProcessExecutor(2, threads=1)}
+        for key in ("serial", "two"):  # lazy imports in this process; the forkserver's start: paid once, not timed
+            timed_run(matrix(Path(tmp) / "warm", 2, 0, [16]), f"warm-{key}", variants[key])
         best: dict[str, float] = {}
         tables: dict[str, pd.DataFrame] = {}
         for r in range(args.repeats):
-            for key, extra in variants.items():
-                wall, tables[key] = timed_run(cfg, f"{key}{r}", *extra)
+            for key, executor in variants.items():
+                wall, tables[key] = timed_run(data, f"{key}{r}", executor)
                 best[key] = min(best.get(key, wall), wall)
                 print(f"   ({key} repeat {r}: {wall:.1f} s, {load()})", flush=True)
         t_serial, t_one, t_two = best["serial"], best["one"], best["two"]
-        print(f"   --workers 1 (in-process, torch threads {os.cpu_count()}): {t_serial:7.1f} s")
-        print(f"   1 worker process (1 thread):              {t_one:7.1f} s")
-        print(f"   --workers 2 (2 processes x 1 thread):     {t_two:7.1f} s")
+        print(f"   --workers 1 (in-process, torch threads {torch.get_num_threads()}): {t_serial:7.1f} s")
+        print(f"   1 worker process, 1 thread:               {t_one:7.1f} s")
+        print(f"   --workers 2 (2 processes x {variants['two'].threads} thread on {cores} cores): {t_two:7.1f} s")
         same = tables["serial"].equals(tables["two"]) and tables["one"].equals(tables["two"]) and (tables["two"].status == "ok").all()
         print(f"   accuracies identical in all three: {same}")
         print(f"   speed-up 2 workers vs --workers 1: {t_serial / t_two:.2f}x; vs 1 worker process: {t_one / t_two:.2f}x")
