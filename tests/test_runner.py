@@ -123,7 +123,7 @@ def _cli(args, tmp_path, **env):
 
 
 @pytest.mark.parametrize("case, expect", [
-    ({"strategies": [{"name": "finetun"}]}, "unknown strategy 'finetun'; valid strategys:"),
+    ({"strategies": [{"name": "finetun"}]}, "unknown strategy 'finetun'; valid names:"),
     ({"stratgies": []}, "unknown config key 'stratgies'; valid keys:"),
     ({"strategies": [{"name": "finetune", "learning_rate": 1}]}, "has no hyperparameter(s) ['learning_rate']; valid:"),
     ({"benchmarks": [{"name": "split_digits", "n_experiences": 20}]}, "n_experiences=20 is more than the 10 classes"),
