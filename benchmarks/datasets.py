@@ -221,8 +221,8 @@ def digits(root: Path | None = None, download: bool = False) -> DatasetPair:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def _folder_members(path: Path) -> list[tuple[str, str, Callable[[], bytes]]]:
-    """List ``(split, class, read)`` entries, sorted by split, class and file name."""
+def _folder_members(path: Path) -> list[tuple[str, str, str, Callable[[], bytes]]]:
+    """List ``(split, class, file name, read)`` entries, sorted by split, class and file name."""
     entries: list[tuple[str, str, str, Callable[[], bytes]]] = []
     if path.is_dir():
         for f in path.rglob("*"):
@@ -242,14 +242,18 @@ def _folder_members(path: Path) -> list[tuple[str, str, Callable[[], bytes]]]:
                     # bind the TarInfo itself: extractfile(name) would scan the member list each time
                     entries.append((parts[-3], parts[-2], m.name, lambda m=m: tar.extractfile(m).read()))  # type: ignore[union-attr]
     entries.sort(key=lambda e: e[:3])
-    return [(s, c, read) for s, c, _, read in entries]
+    return entries
 
 
-def _decode(data: bytes) -> np.ndarray:
+def _decode(source: Path, name: str, read: Callable[[], bytes]) -> np.ndarray:
+    """One image as uint8 (H, W, 3); a damaged file is one error naming it."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(io.BytesIO(read())) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:  # PIL raises several types for damaged data
+        raise UserError(f"cannot decode image {name} in {source} ({type(exc).__name__}: {exc}); fix: replace or remove that file") from None
 
 
 def image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> DatasetPair:
@@ -274,17 +278,21 @@ def image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
             warnings.warn(f"decoded-image cache {cache} is damaged ({exc}); rebuilding it from {path}", stacklevel=2)
             cache.unlink(missing_ok=True)
     entries = _folder_members(path)
-    splits = {s for s, _, _ in entries}
+    splits = {e[0] for e in entries}
     if not {"train", "test"} <= splits:
         raise UserError(f"{path} must hold train/<class>/*.jpg and test/<class>/*.jpg; found top folders: {sorted(splits) or 'none'}")
-    classes = sorted({c for _, c, _ in entries})
+    classes = sorted({e[1] for e in entries})
     cidx = {c: i for i, c in enumerate(classes)}
     out = {}
     for split in ("train", "test"):
-        members = [(c, read) for s, c, read in entries if s == split]
-        imgs = np.stack([_decode(read()) for _, read in members])
+        members = [(c, name, read) for s, c, name, read in entries if s == split]
+        decoded = [_decode(path, name, read) for _, name, read in members]
+        shapes = {im.shape for im in decoded}
+        if len(shapes) > 1:
+            raise UserError(f"images in {path}/{split} have different sizes {sorted(shapes)[:3]}; fix: resize them to one size first")
+        imgs = np.stack(decoded)
         out[f"{split}_x"] = torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy())
-        out[f"{split}_y"] = torch.tensor([cidx[c] for c, _ in members], dtype=torch.int64)
+        out[f"{split}_y"] = torch.tensor([cidx[c] for c, _, _ in members], dtype=torch.int64)
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_checked(out, cache)
     return TensorData(out["train_x"], out["train_y"]), TensorData(out["test_x"], out["test_y"])

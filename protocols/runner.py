@@ -114,6 +114,8 @@ class RunFolder:
                     rec = read_json(f)
                 except (OSError, ValueError):
                     continue  # an unreadable record counts as missing: the cell runs again
+                if not isinstance(rec, dict) or rec.get("cell_id") != f.stem or "status" not in rec:
+                    continue  # not a record of ours (or renamed by hand): the cell runs again
                 out[rec["cell_id"]] = rec
         return out
 

@@ -124,3 +124,13 @@ def test_digits_is_bundled_and_fixed():
     b_train, _ = datasets.digits()
     assert len(a_train) + len(a_test) == 1797 and torch.equal(a_train.x, b_train.x)
     assert a_train.x.dtype == torch.uint8 and int(a_train.x.max()) == 255
+
+
+def test_damaged_image_is_named(tmp_path):
+    for split in ("train", "test"):
+        d = tmp_path / "f" / split / "cat"
+        d.mkdir(parents=True)
+        (d / "0.png").write_bytes(_jpeg((1, 2, 3)))
+    (tmp_path / "f" / "train" / "cat" / "1.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(UserError, match=r"cannot decode image .*1\.png"):
+        datasets.image_folder(tmp_path / "f", cache_dir=tmp_path / "cache")

@@ -165,3 +165,15 @@ def test_quickstart_config_is_valid():
     cfg = parse_config(quickstart(), default_name="quickstart")
     assert {b["name"] for b in cfg.benchmarks} == {"split_digits", "permuted_digits"}
     assert {s["name"] for s in cfg.strategies} == {"finetune", "replay", "joint"} and cfg.seeds == [0, 1]
+
+
+def test_foreign_json_in_cells_folder_is_ignored(tmp_path):
+    cfg = {"name": "j", "output": str(tmp_path), "benchmarks": [{"name": "split_digits"}], "strategies": [SMALL]}
+    cells = tmp_path / "j" / "cells"
+    cells.mkdir(parents=True)
+    (cells / "notes.json").write_text('{"hello": 1}')
+    (cells / "list.json").write_text("[1, 2]")
+    assert main(["run", _write(tmp_path, cfg), "--quiet", "--no-report"]) == 0
+    import pandas as pd
+
+    assert len(pd.read_csv(tmp_path / "j" / "cells.csv")) == 1
