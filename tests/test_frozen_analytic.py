@@ -8,7 +8,7 @@ import torch
 
 from clbench.benchmarks.blurry import with_blurry
 from clbench.benchmarks.split import split_stream
-from clbench.benchmarks.stream import StreamInfo, TensorData
+from clbench.benchmarks.stream import TensorData
 from clbench.strategies.analytic import ACIL, DSAL, GACIL
 from frozen_threads import one_torch_thread  # noqa: F401 (autouse fixture)
 
