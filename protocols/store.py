@@ -67,6 +67,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results and reports are for everyone to read
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -177,3 +177,10 @@ def test_foreign_json_in_cells_folder_is_ignored(tmp_path):
     import pandas as pd
 
     assert len(pd.read_csv(tmp_path / "j" / "cells.csv")) == 1
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    from clbench.protocols.store import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.csv", "x\n")
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644
