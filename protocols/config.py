@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from clbench.benchmarks.registry import RESERVED_KEYS, benchmark_names, benchmark_params, resolve_benchmark
+from clbench.benchmarks.registry import RESERVED_KEYS, benchmark_params, resolve_benchmark
 from clbench.benchmarks.stream import SCENARIOS
 from clbench.errors import UserError
 from clbench.strategies.registry import resolve_strategy
@@ -304,7 +304,3 @@ def parse_config(data: dict[str, Any], *, default_name: str = "run", extra_keys:
                      seeds=list(dict.fromkeys(seeds)), device=device, data_root=data.get("data_root"),
                      cache_dir=data.get("cache_dir"), workers=workers, executor=executor, timeout=timeout,
                      address=None if data.get("address") is None else str(data["address"]), extra=extra)
-
-
-def known_benchmarks() -> list[str]:
-    return benchmark_names()
