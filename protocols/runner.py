@@ -75,8 +75,14 @@ def seeded(seed: int):
         yield
 
 
-def execute_cell(cell: CellSpec, cache: StreamCache | None = None, progress: Callable[[int, int], None] | None = None) -> CellResult:
-    """Run one cell; any exception becomes a failed result with its reason (the matrix goes on)."""
+def execute_cell(cell: CellSpec, cache: StreamCache | None = None,
+                 on_experience: Callable[[CellResult, int], None] | None = None,
+                 reraise: tuple[type[BaseException], ...] = ()) -> CellResult:
+    """Run one cell; any exception becomes a failed result with its reason (the matrix goes on).
+
+    ``on_experience(result, done)`` sees the partly filled result after each experience (e.g. for
+    pruning); exceptions of the ``reraise`` types (e.g. ``optuna.TrialPruned``) propagate instead.
+    """
     result = CellResult(cell.cell_id, cell.benchmark_label, cell.strategy_label, cell.seed,
                         spec={"benchmark": cell.benchmark, "strategy": cell.strategy, "device": cell.device},
                         versions=versions(), started=time.time())
@@ -90,7 +96,10 @@ def execute_cell(cell: CellSpec, cache: StreamCache | None = None, progress: Cal
             strategy = cls(stream.info, seed=cell.seed, device=cell.device, **hparams)
             if callable(getattr(strategy, "receive_unlabelled", None)):  # e.g. kvb key fitting: inputs, no labels
                 strategy.receive_unlabelled(torch.cat([e.train.x for e in stream.experiences]))
-            run_stream(strategy, stream, result, progress)
+            hook = None if on_experience is None else (lambda done, _total: on_experience(result, done))
+            run_stream(strategy, stream, result, hook)
+    except reraise:
+        raise
     except Exception as exc:  # noqa: BLE001 - recorded, not raised
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"

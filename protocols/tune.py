@@ -338,35 +338,15 @@ def parse_tune_config(data: dict[str, Any], *, default_name: str = "tune") -> Tu
 
 
 def trial_cell(cell: "CellSpec", cache: "StreamCache", on_experience: Callable[["CellResult", int], None] | None = None) -> "CellResult":
-    """Run one cell of a trial through the evaluation loop (:func:`run_stream`).
-
-    Like the runner's ``execute_cell`` (a failure becomes a failed result), but ``on_experience``
-    sees the partly filled result after each experience, for pruning; ``optuna.TrialPruned`` raised
-    there propagates.
+    """Run one cell of a trial through the runner's ``execute_cell`` (a failure becomes a failed result,
+    scored 0); ``on_experience`` sees the partly filled result after each experience, for pruning, and
+    ``optuna.TrialPruned`` raised there propagates.
     """
     import optuna
 
-    from clbench.strategies.registry import resolve_strategy
+    from .runner import execute_cell
 
-    from .loop import CellResult, run_stream
-    from .runner import cell_stream, seeded
-
-    result = CellResult(cell.cell_id, cell.benchmark_label, cell.strategy_label, cell.seed,
-                        spec={"benchmark": cell.benchmark, "strategy": cell.strategy, "device": cell.device})
-    hook = None if on_experience is None else (lambda i, _n: on_experience(result, i))
-    try:
-        cls = resolve_strategy(cell.strategy["name"])
-        stream = cell_stream(cell, bool(getattr(cls, "wants_features", False)), cache)
-        result.stream = {"name": stream.name, "n_experiences": len(stream), "params": stream.params}
-        hparams = {k: v for k, v in cell.strategy.items() if k not in ("name", "label")}
-        with seeded(cell.seed):
-            learner = cls(stream.info, seed=cell.seed, device=cell.device, **hparams)
-            run_stream(learner, stream, result, hook)
-    except optuna.TrialPruned:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a failed cell scores 0, its reason is kept
-        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-    return result
+    return execute_cell(cell, cache, on_experience, reraise=(optuna.TrialPruned,))
 
 
 def _study_name(tc: TuneConfig, ts: TunedStrategy, protocol: str, bench: dict[str, Any], seeds: Sequence[int]) -> str:
