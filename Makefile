@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# the unit tests (no end-to-end process, server or cluster): under a minute on 2 cores
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=2048)
     args = ap.parse_args()
 
-    from clbench.benchmarks.backbones import feature_stream
+    from clbench.benchmarks.features import feature_stream
     from clbench.benchmarks.registry import build_stream
     from clbench.strategies.analytic import ACIL
 

@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--benchmark-index", type=int, default=0)
     args = ap.parse_args()
 
-    from clbench.benchmarks.backbones import feature_stream
+    from clbench.benchmarks.features import feature_stream
     from clbench.benchmarks.registry import build_stream
 
     cfg = yaml.safe_load(open(args.config))

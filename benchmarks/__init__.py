@@ -1,5 +1,5 @@
 """Datasets, stream generators, frozen backbones and the feature cache (no strategies here)."""
 
-from .stream import Experience, Stream, StreamInfo, TensorData, TrainView
+from clbench.stream import Experience, Stream, StreamInfo, TensorData, TrainView
 
 __all__ = ["Experience", "Stream", "StreamInfo", "TensorData", "TrainView"]

@@ -18,7 +18,7 @@ import torch
 
 from clbench.errors import UserError
 
-from .stream import Experience, Stream, TensorData
+from clbench.stream import Experience, Stream, TensorData
 
 
 def _avalanche():

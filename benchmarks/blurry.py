@@ -20,25 +20,33 @@ from typing import Any
 
 import torch
 
+from clbench.constraints import Interval, problems
 from clbench.errors import UserError
 
-from .stream import Experience, Stream, TensorData
+from clbench.stream import Experience, Stream, TensorData
 
 BLURRY_KEYS = ("disjoint_ratio", "blurry_ratio")
 
 
-def check_blurry(block: Any) -> dict[str, float]:
-    """Validate a ``blurry: {disjoint_ratio, blurry_ratio}`` config block; return it with defaults."""
+BLURRY_CONSTRAINTS = {"disjoint_ratio": Interval(float, 0.0, 1.0), "blurry_ratio": Interval(float, 0.0, 1.0)}
+
+
+def blurry_problems(block: Any) -> list[str]:
+    """Problems of a ``blurry: {disjoint_ratio, blurry_ratio}`` config block (empty when valid)."""
     if not isinstance(block, Mapping):
-        raise UserError(f"blurry must be a mapping such as {{disjoint_ratio: 0.5, blurry_ratio: 0.1}}, got {block!r}")
+        return [f"blurry must be a mapping such as {{disjoint_ratio: 0.5, blurry_ratio: 0.1}}, got {block!r}"]
     bad = sorted(set(block) - set(BLURRY_KEYS))
     if bad:
-        raise UserError(f"unknown blurry key(s) {bad}; valid keys: {', '.join(BLURRY_KEYS)}")
-    out = {"disjoint_ratio": float(block.get("disjoint_ratio", 0.5)), "blurry_ratio": float(block.get("blurry_ratio", 0.1))}
-    for k, v in out.items():
-        if not 0.0 <= v <= 1.0:
-            raise UserError(f"blurry {k} must be between 0 and 1, got {v}")
-    return out
+        return [f"unknown blurry key(s) {bad}; valid keys: {', '.join(BLURRY_KEYS)}"]
+    return [f"blurry {p}" for p in problems(dict(block), BLURRY_CONSTRAINTS)]
+
+
+def check_blurry(block: Any) -> dict[str, float]:
+    """Validate a ``blurry:`` block (one UserError listing its problems); return it with defaults."""
+    bad = blurry_problems(block)
+    if bad:
+        raise UserError("; ".join(bad))
+    return {"disjoint_ratio": float(block.get("disjoint_ratio", 0.5)), "blurry_ratio": float(block.get("blurry_ratio", 0.1))}
 
 
 def with_blurry(stream: Stream, block: Mapping[str, Any], seed: int) -> Stream:
@@ -79,5 +87,4 @@ def with_blurry(stream: Stream, block: Mapping[str, Any], seed: int) -> Stream:
         te = torch.isin(test.y, torch.tensor(new, dtype=torch.int64)).nonzero().squeeze(1)
         present = tuple(sorted(train.y[sel].unique().tolist()))
         exps.append(Experience(t, 0, present, train.subset(sel), test.subset(te), {"new_classes": new}))
-    params = {**stream.params, "blurry": {**p, "disjoint_classes": disjoint}}
-    return Stream(stream.name, stream.scenario, stream.n_classes, tuple(exps), params, stream.seed)
+    return stream.with_experiences(exps, blurry={**p, "disjoint_classes": disjoint})

@@ -28,29 +28,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .paths import cache_root
-from .stream import Experience, Stream, TensorData
+from clbench.digests import digests_to_tensor, row_digests, tensor_to_digests
+from clbench.files import atomic_torch_save
+from clbench.paths import cache_root
+from clbench.stream import Experience, Stream, TensorData
+
+from .backbones import Encoder, check_backbone, load_encoder, parse_backbone
 
 CACHE_VERSION = 1
 ENCODE_BATCH = 256
-
-
-def row_digests(x: torch.Tensor) -> np.ndarray:
-    """128-bit BLAKE2b digest of each sample's raw bytes (dtype and shape included), as ``S16`` array."""
-    arr = np.ascontiguousarray(x.detach().cpu().numpy()).reshape(x.shape[0], -1)
-    tag = f"{arr.dtype.str}{tuple(x.shape[1:])}".encode()
-    out = np.empty(arr.shape[0], dtype="S16")
-    for i in range(arr.shape[0]):
-        out[i] = hashlib.blake2b(arr[i].tobytes(), digest_size=16, person=tag[:16].ljust(16, b"\0")).digest()
-    return out
-
-
-def _digests_to_tensor(d: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(d.tobytes(), dtype=np.uint8).reshape(-1, 16).copy())
-
-
-def _tensor_to_digests(t: torch.Tensor) -> np.ndarray:
-    return np.frombuffer(t.contiguous().numpy().tobytes(), dtype="S16")
 
 
 def _checksum(digests: torch.Tensor, features: torch.Tensor) -> str:
@@ -127,8 +113,6 @@ def cached_features(x: torch.Tensor, encoder, dataset: str, split: str, cache_di
     """
     from filelock import FileLock
 
-    from clbench.protocols.store import atomic_torch_save
-
     root = cache_root(cache_dir)
     dig = row_digests(x)
     uniq, first, inverse = np.unique(dig, return_index=True, return_inverse=True)
@@ -143,17 +127,17 @@ def cached_features(x: torch.Tensor, encoder, dataset: str, split: str, cache_di
                 if cand == path or int(cand.name.rsplit("-", 2)[1][1:]) < len(uniq):
                     continue
                 b = _load_entry(cand, key, exact=False)
-                if b is not None and np.isin(uniq, _tensor_to_digests(b["digests"])).all():
+                if b is not None and np.isin(uniq, tensor_to_digests(b["digests"])).all():
                     blob, path = b, cand
                     break
         hit = blob is not None
         if blob is None:
             feats = encode_all(encoder, x[torch.from_numpy(first)], progress, desc=f"{encoder.spec} {dataset}/{split}")
-            d = _digests_to_tensor(uniq)
+            d = digests_to_tensor(uniq)
             blob = {"version": CACHE_VERSION, "key": key.__dict__.copy(), "digests": d, "features": feats,
                     "checksum": _checksum(d, feats)}
             atomic_torch_save(blob, path)
-    stored = _tensor_to_digests(blob["digests"])
+    stored = tensor_to_digests(blob["digests"])
     if hit and len(stored) == len(uniq):
         rows = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
     else:
@@ -168,8 +152,6 @@ def map_stream_features(stream: Stream, spec: str, cache_dir: str | Path | None 
     All experiences' training samples form one request (so each unique image is encoded once per
     split, not once per experience or per seed); each experience then takes its rows.
     """
-    from .backbones import load_encoder
-
     encoder = encoder or load_encoder(spec)
     out: dict[str, list[TensorData]] = {}
     hits = {}
@@ -180,8 +162,30 @@ def map_stream_features(stream: Stream, spec: str, cache_dir: str | Path | None 
         feats, info = cached_features(x, encoder, stream.name, split, cache_dir, progress)
         hits[split] = info["hit"]
         chunks = torch.split(feats, sizes)
-        out[split] = [TensorData(c, p.y) for c, p in zip(chunks, parts)]
+        out[split] = [p.with_x(c) for c, p in zip(chunks, parts)]
     exps = tuple(Experience(e.index, e.task_id, e.classes, tr, te, e.info)
                  for e, tr, te in zip(stream.experiences, out["train"], out["test"]))
-    params = {**stream.params, "backbone": encoder.spec, "feature_cache_hit": hits}
-    return Stream(stream.name, stream.scenario, stream.n_classes, exps, params, stream.seed)
+    return stream.with_experiences(exps, backbone=encoder.spec, feature_cache_hit=hits)
+
+
+def _flatten(data: TensorData) -> TensorData:
+    return data.with_x(data.float_x().reshape(len(data), -1))
+
+
+def feature_stream(stream: Stream, backbone: str | None, cache_dir: str | Path | None = None,
+                   progress: bool = False, encoder: Encoder | None = None) -> Stream:
+    """The same stream with every sample replaced by the backbone's features (float32, (N, D)).
+
+    Pretrained backbones go through the on-disk cache (:func:`clbench.benchmarks.features.cached_features`):
+    the unique samples of all training sets (and of all test sets) are encoded once, then every
+    experience takes its rows by sample content. ``encoder`` overrides loading (tests, benchmarks).
+    """
+    spec = backbone or "flatten"
+    check_backbone(spec)
+    name, _ = parse_backbone(spec)
+    if name == "flatten":
+        exps = tuple(
+            Experience(e.index, e.task_id, e.classes, _flatten(e.train), _flatten(e.test), e.info) for e in stream.experiences
+        )
+        return stream.with_experiences(exps, backbone=spec)
+    return map_stream_features(stream, spec, cache_dir, progress=progress, encoder=encoder)

@@ -9,13 +9,16 @@ the accuracy matrix over ``j <= p``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from clbench.constraints import AnyOf, Interval, NoneValue, Options, problems
 from clbench.errors import UserError
 
-from .stream import Experience, Stream, TensorData
+from clbench.stream import Experience, Stream, TensorData
 
 SCHEDULES = ("power_law", "exponential", "uniform", "none", "all")
 
@@ -119,9 +122,30 @@ def with_rehearsal(stream: Stream, schedule: RehearsalSchedule, seed: int) -> St
         info = dict(exp.info)
         info["rehearsal_counts"] = counts
         out.append(Experience(exp.index, exp.task_id, exp.classes, train, exp.test, info))
-    params = dict(stream.params)
-    params["rehearsal"] = {**schedule.__dict__, "counts": all_counts}
-    return Stream(stream.name, stream.scenario, stream.n_classes, tuple(out), params, stream.seed)
+    return stream.with_experiences(out, rehearsal={**schedule.__dict__, "counts": all_counts})
+
+
+REHEARSAL_CONSTRAINTS = {
+    "schedule": Options(*SCHEDULES), "exponent": Interval(float), "offset": Interval(float, 0.0), "scale": Interval(float, 0.0),
+    "beta": Interval(float, 0.0, closed="neither"), "budget": AnyOf(NoneValue(), Interval(float, 0.0)),
+    "preset": Options(*PRESETS),
+}
+
+
+def rehearsal_problems(block: Any) -> list[str]:
+    """Problems of a ``rehearsal:`` config block (empty when valid), found without any data."""
+    if not isinstance(block, Mapping):
+        return [f"rehearsal must be a mapping such as {{schedule: power_law, budget: 0.5}}, got {block!r}"]
+    bad = sorted(set(block) - set(REHEARSAL_CONSTRAINTS))
+    if bad:
+        return [f"unknown rehearsal key(s) {bad}; valid keys: {', '.join(sorted(REHEARSAL_CONSTRAINTS))}"]
+    out = [f"rehearsal {p}" for p in problems(dict(block), REHEARSAL_CONSTRAINTS)]
+    if not out:
+        try:
+            schedule_from_config(dict(block))
+        except UserError as exc:
+            out.append(str(exc))
+    return out
 
 
 def schedule_from_config(block: dict) -> RehearsalSchedule:

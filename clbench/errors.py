@@ -13,6 +13,13 @@ class UserError(Exception):
     """A mistake in the user's input; the message says what to change."""
 
 
+class DataError(UserError):
+    """A dataset or weight file is missing, incomplete or damaged; the message names the file and the fix.
+
+    A cell that fails with it is recorded with ``error_kind: data``, and a plain rerun runs it again.
+    """
+
+
 class CellFailure(Exception):
     """A cell could not finish (NaN loss, timeout, crash); recorded as failed, the matrix goes on."""
 

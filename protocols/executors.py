@@ -11,11 +11,12 @@ Three executors share one shape, ``run(cells, fn) -> iterator of results`` (comp
 * :class:`RayExecutor` (``--executor ray [--address ADDR]``): each cell a Ray task with its CPU/GPU
   requirements, on a local Ray instance or any cluster (``ray`` is imported only here, lazily).
 
-``cells`` may be a lazy iterable: an executor pulls the next cell only when a worker slot is free
-(:func:`optimize_study` relies on this to ask Optuna for trials as workers become idle).
+``cells`` may be a lazy iterable: an executor pulls the next cell only when a worker slot is free (the
+tuning protocol relies on this to ask Optuna for trials as workers become idle). It may yield ``None``
+for "nothing to run now": the executor then waits for a running cell to finish before asking again.
 
 A cell that dies (exception in the executor's plumbing, killed process, timeout) comes back as a
-failed :class:`CellResult` with the reason; nothing is retried here (``--retry-failed`` does that).
+failed :class:`CellRecord` with the reason; nothing is retried here (``--retry-failed`` does that).
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+from clbench.host import usable_cores
+from clbench.results import CellRecord
 
 from .config import CellSpec
-from .loop import CellResult
 
-if TYPE_CHECKING:  # pragma: no cover
-    import optuna
-
-CellFn = Callable[[CellSpec], CellResult]
+CellFn = Callable[[CellSpec], CellRecord]
+_END = object()
 
 #: modules the forkserver imports once, so that a fresh worker per cell starts in milliseconds
 #: (torch._dynamo is imported lazily by the first optimizer, sklearn by the digits source: seconds each)
@@ -46,23 +47,20 @@ PRELOAD = ("clbench.protocols.runner", "clbench.strategies.baselines", "torch._d
 class Executor(Protocol):
     """What :func:`clbench.protocols.runner.run_matrix` needs from an executor."""
 
-    def run(self, cells: Iterable[CellSpec], fn: CellFn) -> Iterator[CellResult]: ...
+    def run(self, cells: Iterable[CellSpec], fn: CellFn) -> Iterator[CellRecord]: ...
 
 
-def available_cores() -> int:
-    """CPU cores this process may use (affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+available_cores = usable_cores
 
 
-def failed_result(cell: CellSpec, reason: str, started: float | None = None) -> CellResult:
+def failed_result(cell: CellSpec, reason: str, started: float | None = None) -> CellRecord:
     """A failed record for a cell whose worker could not report one itself (killed, timed out)."""
+    spec: dict[str, Any] = {"benchmark": cell.benchmark, "strategy": cell.strategy, "device": cell.device}
+    if cell.tag:
+        spec["tag"] = cell.tag
     now = time.time()
-    return CellResult(cell.cell_id, cell.benchmark_label, cell.strategy_label, cell.seed, status="failed", error=reason,
-                      spec={"benchmark": cell.benchmark, "strategy": cell.strategy, "device": cell.device},
-                      started=started or now, finished=now)
+    return CellRecord(cell.cell_id, cell.benchmark_label, cell.strategy_label, cell.seed, status="failed", error=reason,
+                      spec=spec, started=started or now, finished=now)
 
 
 def timeout_reason(seconds: float) -> str:
@@ -89,8 +87,10 @@ def _set_threads(threads: int) -> None:
 class SerialExecutor:
     """Run the cells one after the other in this process (streams shared between consecutive cells)."""
 
-    def run(self, cells: Iterable[CellSpec], fn: CellFn) -> Iterator[CellResult]:
+    def run(self, cells: Iterable[CellSpec | None], fn: CellFn) -> Iterator[CellRecord]:
         for cell in cells:
+            if cell is None:
+                raise RuntimeError("the cell source waits for running cells, but the serial executor runs none")
             yield fn(cell)
 
 
@@ -134,7 +134,7 @@ class _Job:
         self.process.join(5)
         self.conn.close()
 
-    def outcome(self, now: float) -> CellResult | None:
+    def outcome(self, now: float) -> CellRecord | None:
         """The cell's result once it is known (reported, died or timed out), else None."""
         if self.conn.poll():
             try:
@@ -199,7 +199,7 @@ class ProcessExecutor:
         send.close()  # the child holds the only write end: EOF means it died
         return _Job(cell, proc, recv, time.time(), time.monotonic())
 
-    def run(self, cells: Iterable[CellSpec], fn: CellFn) -> Iterator[CellResult]:
+    def run(self, cells: Iterable[CellSpec], fn: CellFn) -> Iterator[CellRecord]:
         from multiprocessing.connection import wait
 
         ctx = self._context()
@@ -209,9 +209,13 @@ class ProcessExecutor:
         try:
             while True:
                 while not exhausted and len(running) < self.workers:
-                    cell = next(pending, None)
-                    if cell is None:
+                    cell = next(pending, _END)
+                    if cell is _END:
                         exhausted = True
+                    elif cell is None:  # nothing to run until a running cell finishes
+                        if not running:
+                            raise RuntimeError("the cell source waits for running cells, but none is running")
+                        break
                     else:
                         running.append(self._start(ctx, cell, fn))
                 if not running:
@@ -233,7 +237,7 @@ class ProcessExecutor:
 
 # ------------------------------------------------------------------ Ray
 
-def _ray_cell(fn: CellFn, cell: CellSpec, threads: int) -> CellResult:
+def _ray_cell(fn: CellFn, cell: CellSpec, threads: int) -> CellRecord:
     """Body of one Ray task: set the torch threads to the task's CPUs, run the cell."""
     _set_threads(threads)
     return fn(cell)
@@ -286,7 +290,7 @@ class RayExecutor:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         return max(1, int(cpus // max(self.cpus_per_cell, 1e-9)))
 
-    def run(self, cells: Iterable[CellSpec], fn: CellFn) -> Iterator[CellResult]:
+    def run(self, cells: Iterable[CellSpec], fn: CellFn) -> Iterator[CellRecord]:
         import ray
 
         owned = self._connect()
@@ -299,9 +303,13 @@ class RayExecutor:
             threads = max(1, int(self.cpus_per_cell))
             while True:
                 while not exhausted and len(running) < capacity:
-                    cell = next(pending, None)
-                    if cell is None:
+                    cell = next(pending, _END)
+                    if cell is _END:
                         exhausted = True
+                        break
+                    if cell is None:  # nothing to run until a running cell finishes
+                        if not running:
+                            raise RuntimeError("the cell source waits for running cells, but none is running")
                         break
                     gpus = self.gpus_per_cell if self.gpus_per_cell is not None else (1 if str(cell.device).startswith("cuda") else 0)
                     ref = remote.options(num_cpus=self.cpus_per_cell, num_gpus=gpus, max_retries=0,
@@ -357,39 +365,3 @@ def make_executor(kind: str = "local", workers: int = 1, *, timeout: float | Non
     if workers <= 1 and not timeout:
         return SerialExecutor()
     return ProcessExecutor(workers=max(1, workers), **options)
-
-
-def optimize_study(study: "optuna.Study", n_trials: int, make_cell: Callable[["optuna.Trial"], CellSpec],
-                   objective: Callable[[CellResult], float], executor: Executor, fn: CellFn,
-                   on_result: Callable[["optuna.Trial", CellResult], None] | None = None) -> list[CellResult]:
-    """Run ``n_trials`` trials of an Optuna study on an executor's workers (ask-and-tell).
-
-    The driver asks the study for a trial whenever a worker is free, turns it into a cell with
-    ``make_cell`` (e.g. the tuning stream with the trial's suggested hyperparameters), and tells
-    the study ``objective(result)`` (or FAIL with the cell's error as user attribute ``error``).
-    Only the driver talks to the study's storage, so workers need no database access, and several
-    drivers (``clbench tune`` on several machines) can share one study through an RDB storage URL.
-    """
-    from optuna.trial import TrialState
-
-    trials: dict[str, list[optuna.Trial]] = {}
-
-    def cells() -> Iterator[CellSpec]:
-        for _ in range(n_trials):
-            trial = study.ask()
-            cell = make_cell(trial)
-            trials.setdefault(cell.cell_id, []).append(trial)
-            yield cell
-
-    results = []
-    for result in executor.run(cells(), fn):
-        trial = trials[result.cell_id].pop(0)
-        if result.status == "ok":
-            study.tell(trial, objective(result))
-        else:
-            trial.set_user_attr("error", result.error)
-            study.tell(trial, state=TrialState.FAIL)
-        if on_result is not None:
-            on_result(trial, result)
-        results.append(result)
-    return results

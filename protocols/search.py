@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clbench.errors import UserError
+from clbench.metrics import average_incremental_accuracy, final_accuracy
 from clbench.strategies.space import Choice, Float, Int, Param, param_from_config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,22 +33,19 @@ OBJECTIVES = ("acc", "aia")
 MAX_INT_GRID = 100  # an Int range with more values than this needs explicit choices for grid search
 
 
-def resolve_space(
-    declared: Mapping[str, Param],
-    hyperparameters: Mapping[str, Any],
-    overrides: Mapping[str, Any] | None,
-    fixed: Mapping[str, Any],
-    where: str,
-) -> dict[str, Param]:
-    """The search space of one strategy entry.
+def space_problems(cls: Any, overrides: Mapping[str, Any] | None, fixed: Mapping[str, Any],
+                   where: str) -> tuple[dict[str, Param], list[str]]:
+    """The search space of one strategy entry, and every problem with it.
 
-    ``declared`` is the class's ``search_space``; ``overrides`` (the entry's ``search_space:``)
-    replaces or adds ranges; every name in ``fixed`` (plain values in the entry) is removed.
-    Raise one :class:`UserError` naming every problem (unknown hyperparameter, unreadable range,
-    a name both fixed and searched).
+    The class's declared ``search_space`` restricted to its hyperparameters; ``overrides`` (the entry's
+    ``search_space:``) replaces or adds ranges; every name in ``fixed`` (plain values in the entry) is removed.
+    Problems: an unknown hyperparameter, an unreadable range, a name both fixed and searched, and range ends or
+    choices that break the hyperparameter's declared constraint (so no trial can draw an invalid value).
     """
+    hyperparameters = cls.hyperparameters()
+    constraints = cls.constraints()
     errors: list[str] = []
-    space: dict[str, Param] = {k: v for k, v in declared.items() if k in hyperparameters}
+    space: dict[str, Param] = {k: v for k, v in (getattr(cls, "search_space", {}) or {}).items() if k in hyperparameters}
     for name, value in (overrides or {}).items():
         if name not in hyperparameters:
             errors.append(f"{where}: search_space names {name!r}, which is not a hyperparameter; valid: {', '.join(sorted(hyperparameters))}")
@@ -70,9 +68,17 @@ def resolve_space(
             errors.append(f"{where}: search_space.{name}: an empty list of choices")
             continue
         space[name] = p
-    if errors:
-        raise UserError("invalid search space:\n  - " + "\n  - ".join(errors))
-    return {k: v for k, v in space.items() if k not in fixed}
+    for name, p in space.items():
+        c = constraints.get(name)
+        if c is None or name in fixed:
+            continue
+        values = list(p.values) if isinstance(p, Choice) else [p.low, p.high]
+        for v in values:
+            why = c.problem(v)
+            if why:
+                errors.append(f"{where}: search_space.{name}: the value {v!r} is not valid ({name} {why})")
+                break
+    return {k: v for k, v in space.items() if k not in fixed}, errors
 
 
 def param_to_config(p: Param) -> Any:
@@ -139,7 +145,7 @@ def grid_size(grid: Mapping[str, Sequence[Any]]) -> int:
 
 
 def make_sampler(kind: str, space: Mapping[str, Param], seed: int, n_trials: int, where: str) -> "optuna.samplers.BaseSampler":
-    """An Optuna sampler: ``grid`` (every combination once), ``random``, or ``tpe``.
+    """An Optuna sampler: ``random`` or ``tpe`` (``grid`` samples nothing itself: :func:`enqueue_grid` queues it).
 
     TPE starts with ``min(10, max(1, n_trials // 2))`` random trials (Optuna's default is 10, too
     many for small budgets). ``seed`` should differ between restarts of the same study so that a
@@ -148,12 +154,38 @@ def make_sampler(kind: str, space: Mapping[str, Param], seed: int, n_trials: int
     import optuna
 
     if kind == "grid":
-        return optuna.samplers.GridSampler(grid_of(space, where), seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, n_trials // 2)))
     raise UserError(f"unknown sampler {kind!r}; valid: {', '.join(SAMPLERS)}")
+
+
+def enqueue_grid(study: "optuna.Study", space: Mapping[str, Param], seed: int, where: str) -> int:
+    """Queue every combination of the grid that no trial of ``study`` holds yet (finished, running or queued),
+    in an order drawn from ``seed``; return how many were queued.
+
+    Grid search by ask-and-tell: the queued parameters are what each asked trial suggests (Optuna's
+    ``GridSampler`` stops the study from inside ``tell``, which only works under ``study.optimize``).
+    """
+    import itertools
+    import random
+
+    grid = grid_of(space, where)
+    names = list(grid)
+    combos = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    random.Random(seed).shuffle(combos)
+    seen = {json.dumps(t.params, sort_keys=True) for t in study.get_trials(deepcopy=False)
+            if t.state.name != "FAIL" or t.user_attrs.get("counts_against_budget")}
+    seen |= {json.dumps(t.system_attrs.get("fixed_params", {}), sort_keys=True) for t in study.get_trials(deepcopy=False)
+             if t.state.name == "WAITING"}
+    queued = 0
+    for combo in combos:
+        if json.dumps(combo, sort_keys=True) not in seen:
+            study.enqueue_trial(combo, skip_if_exists=False)
+            queued += 1
+    return queued
 
 
 def default_storage_url(run_dir: str | Path) -> str:
@@ -284,25 +316,8 @@ def partial_score(R: Sequence[Sequence[float]], test_sizes: Sequence[int], objec
     ``acc``: (1/k) \sum_{j<k} R[k-1, j] (final accuracy as if the stream ended at k);
     ``aia``: AIA of the leading k x k block. Used as the intermediate value for pruning.
     """
-    from .metrics import average_incremental_accuracy, final_accuracy
-
     k = len(R)
     block = np.asarray(R, dtype=float)[:, :k]
     if objective == "aia":
         return average_incremental_accuracy(block, list(test_sizes)[:k])
     return final_accuracy(block)
-
-
-def run_budget(study: "optuna.Study", objective: Callable[["optuna.Trial"], float], budget: int,
-               on_trial: Callable[["optuna.trial.FrozenTrial"], None] | None = None) -> None:
-    """Run trials one at a time until the study holds ``budget`` completed or pruned trials.
-
-    Counting the study (not this process) lets several workers share one study and a restarted
-    run continue where it stopped. Queued (retried) trials run first. A guard stops after
-    ``2 x budget + 10`` attempts in this process, so failing trials cannot loop forever.
-    """
-    callbacks = [lambda _study, trial: on_trial(trial)] if on_trial is not None else None
-    for _ in range(2 * budget + 10):
-        if finished_trials(study) >= budget:
-            return
-        study.optimize(objective, n_trials=1, catch=(), callbacks=callbacks)

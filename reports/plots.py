@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .stats import MeanCI, RankResult, mean_ci, pareto_front
+from clbench.stats import MeanCI, RankResult, mean_ci, pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

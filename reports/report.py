@@ -29,9 +29,11 @@ import numpy as np
 import pandas as pd
 
 from clbench.errors import UserError
+from clbench.files import atomic_write_bytes, atomic_write_text, ensure_folder
+from clbench.results import CellRecord, read_run
 
 from .document import Block, FigureRef, Heading, Table, Text, render_markdown, table_latex, table_markdown
-from .stats import MeanCI, ci_band, friedman_nemenyi, holm, mean_ci, paired_test
+from clbench.stats import MeanCI, ci_band, friedman_nemenyi, holm, mean_ci, paired_test
 
 FORMATS = ("html", "md", "png", "pdf")
 DEFAULT_FORMATS = FORMATS
@@ -69,12 +71,14 @@ METRICS = (
 
 @dataclass
 class RunData:
-    """One run folder as read from disk: its cell records, resolved config and tune record (if any)."""
+    """One run folder as read from disk: its cell records (current config only), resolved config and tune record."""
 
     path: Path
     label: str
     config: dict[str, Any]
-    records: list[dict[str, Any]]
+    records: list[CellRecord]
+    stale: int = 0
+    invalid: int = 0
     tune: dict[str, Any] | None = None
     tune_table: pd.DataFrame | None = None
 
@@ -85,7 +89,11 @@ def _read_json(path: Path) -> Any:
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunData:
-    """Read a run folder written by ``clbench run`` or ``clbench tune``; a bad folder is one :class:`UserError`."""
+    """Read a run folder written by ``clbench run`` or ``clbench tune`` through :func:`clbench.results.read_run`.
+
+    Only the records of the folder's current config are reported (records of an earlier config are counted
+    and named in the report); a bad folder is one :class:`UserError`.
+    """
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"run folder {path} does not exist; fix: give the folder that `clbench run` printed, e.g. runs/quickstart")
@@ -95,22 +103,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
         hint = (f"it holds run folders ({', '.join(inner[:6])}{', ...' if len(inner) > 6 else ''}): "
                 f"give them, e.g. clbench report {path / inner[0]}") if inner else "give a folder written by `clbench run` or `clbench tune`, e.g. runs/quickstart"
         raise UserError(f"{path} is not a clbench run folder (no cells/ nor config.yaml); fix: {hint}")
-    records: list[dict[str, Any]] = []
-    for f in sorted((path / "cells").glob("*.json")):
-        try:
-            rec = _read_json(f)
-        except (OSError, ValueError):
-            continue  # a half-written or unreadable record counts as missing, as in the runner
-        if isinstance(rec, dict) and {"benchmark", "strategy", "seed", "status"} <= set(rec):
-            records.append(rec)
-    config: dict[str, Any] = {}
-    if (path / "config.yaml").exists():
-        import yaml
-
-        try:
-            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        except yaml.YAMLError:
-            config = {}
+    contents = read_run(path)
+    records = contents.current()
     tune = tune_table = None
     if (path / "tune.json").exists():
         try:
@@ -125,7 +119,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     if not records and tune is None and tune_table is None:
         raise UserError(f"run folder {path} has no finished cells yet; fix: run (or resume) it with `clbench run` first, "
                         f"then `clbench report {path}`")
-    return RunData(path, label or path.name, config if isinstance(config, dict) else {}, records, tune, tune_table)
+    return RunData(path, label or path.name, contents.config or {}, records, len(contents.stale()), len(contents.invalid),
+                   tune, tune_table)
 
 
 def run_labels(paths: Sequence[Path]) -> list[str]:
@@ -160,74 +155,19 @@ class Cell:
         return self.status == "ok" and self.R is not None and self.R.size > 0
 
 
-def _seen_accuracy(R: np.ndarray, sizes: Sequence[int] | None) -> np.ndarray:
-    r"""a_i = \sum_{j<=i} n_j R[i, j] / \sum_{j<=i} n_j (accuracy on the union of the seen test sets)."""
-    from clbench.protocols.metrics import seen_accuracy
-
-    return seen_accuracy(R, sizes if sizes and len(sizes) == R.shape[0] else None)
-
-
-def _config_labels(config: dict[str, Any], key: str) -> list[str]:
-    out = []
-    for e in config.get(key) or []:
-        if isinstance(e, dict) and "name" in e:
-            out.append(str(e.get("label") or e["name"]))
-        elif isinstance(e, str):
-            out.append(e)
-    return out
-
-
-def _ordered_records(runs: Sequence[RunData], run: RunData) -> list[dict[str, Any]]:
-    """The records of ``run`` in config order (benchmark, strategy, seed); unknown labels after, by name."""
-    order: dict[str, dict[str, int]] = {"benchmarks": {}, "strategies": {}}
-    for r in runs:
-        for key in order:
-            for label in _config_labels(r.config, key):
-                order[key].setdefault(label, len(order[key]))
-    big = 10**6
-
-    def key(rec: dict[str, Any]) -> tuple:
-        b, s = str(rec["benchmark"]), str(rec["strategy"])
-        return (order["benchmarks"].get(b, big), b, order["strategies"].get(s, big), s, int(rec["seed"]))
-
-    return sorted(run.records, key=key)
-
-
 def collect_cells(runs: Sequence[RunData]) -> list[Cell]:
-    """Flatten the records of all runs; a series is the strategy label, plus ``[run]`` when several runs are compared."""
+    """Flatten the records of all runs (already in config order); a series is the strategy label, plus ``[run]``
+    when several runs are compared."""
     multi = len(runs) > 1
     cells = []
     for run in runs:
-        for r in _ordered_records(runs, run):
-            bench = str(r["benchmark"])
-            strategy = str(r["strategy"])
-            series = f"{strategy} [{run.label}]" if multi else strategy
-            ok = r.get("status") == "ok"
-            R = None
-            seen = None
-            if ok and r.get("accuracy"):
-                try:
-                    R = np.asarray(r["accuracy"], dtype=float)
-                    if R.ndim != 2 or R.shape[0] != R.shape[1]:
-                        R = None
-                    else:
-                        seen = _seen_accuracy(R, r.get("test_sizes"))
-                except (TypeError, ValueError):
-                    R = None
-            metrics = dict(r.get("metrics") or {}) if ok else {}
-            stream = r.get("stream") or {}
-            is_ok = ok and R is not None
-            error = "" if is_ok else str(r.get("error") or ("no accuracy matrix recorded" if ok else "no reason recorded"))
-            cells.append(Cell(run.label, bench, strategy, series, int(r["seed"]), "ok" if is_ok else "failed", error,
-                              metrics, R, seen, json.dumps(stream, sort_keys=True, default=str)))
-    b_idx: dict[str, int] = {}
-    s_idx: dict[str, int] = {}
-    r_idx: dict[str, int] = {}
-    for c in cells:
-        b_idx.setdefault(c.benchmark, len(b_idx))
-        s_idx.setdefault(c.strategy, len(s_idx))
-        r_idx.setdefault(c.run, len(r_idx))
-    return sorted(cells, key=lambda c: (b_idx[c.benchmark], s_idx[c.strategy], r_idx[c.run], c.seed))
+        for r in run.records:
+            series = f"{r.strategy} [{run.label}]" if multi else r.strategy
+            R = np.asarray(r.accuracy, dtype=float) if r.ok else None
+            cells.append(Cell(run.label, r.benchmark, r.strategy, series, r.seed, r.status,
+                              "" if r.ok else (r.error or "no reason recorded"), dict(r.metrics) if r.ok else {}, R,
+                              r.seen_accuracy() if r.ok else None, json.dumps(r.stream, sort_keys=True, default=str)))
+    return cells
 
 
 @dataclass
@@ -287,7 +227,7 @@ def slug(text: str) -> str:
     return s[:60] or "x"
 
 
-def summary_table(bench: str, stats: dict[str, SeriesStats], name: str, multi: bool) -> Table:
+def benchmark_table(bench: str, stats: dict[str, SeriesStats], name: str, multi: bool) -> Table:
     """Strategies x metrics, mean ± 95% CI over seeds, best per column, paired p-values on ACC against the best row."""
     rows_stats = list(stats.values())
     columns = ["Strategy"] + (["Run"] if multi else []) + ["seeds ok", "failed"] + [m.title for m in METRICS] \
@@ -504,9 +444,9 @@ def _runs_block(out: _Out, runs: Sequence[RunData], cells: Sequence[Cell]) -> No
         expected = ""
         if all(isinstance(cfg.get(k), list) for k in ("benchmarks", "strategies", "seeds")):
             expected = str(len(cfg["benchmarks"]) * len(cfg["strategies"]) * len(cfg["seeds"]))
-        versions = {}
+        versions: dict[str, str] = {}
         for r in run.records:
-            versions.update(r.get("versions") or {})
+            versions.update(r.versions or {})
         seeds = sorted({c.seed for c in mine})
         row = [run.label, str(run.path), str(len(mine)) + (f" / {expected}" if expected else ""),
                str(sum(c.ok for c in mine)), str(sum(not c.ok for c in mine)), " ".join(map(str, seeds)),
@@ -516,6 +456,10 @@ def _runs_block(out: _Out, runs: Sequence[RunData], cells: Sequence[Cell]) -> No
     out.table(Table("runs", "Run folders in this report (cells recorded / expected by the config).",
                     ["Run", "Folder", "cells", "ok", "failed", "seeds", "device", "versions"], rows, pd.DataFrame(data)))
     for run in runs:
+        if run.stale or run.invalid:
+            out.blocks.append(Text(f"{run.label}: {run.stale} record(s) of an earlier config of this folder and {run.invalid} "
+                                   f"invalid record(s) are left out (only the cells of its current config.yaml are "
+                                   f"reported).", "note"))
         mine = [c for c in cells if c.run == run.label]
         if isinstance(run.config.get("seeds"), list):
             exp = len(run.config.get("benchmarks") or []) * len(run.config.get("strategies") or []) * len(run.config["seeds"])
@@ -541,7 +485,7 @@ def _benchmark_section(out: _Out, bench: str, stats: dict[str, SeriesStats], col
         desc = ", ".join(f"{k} {stream[k]}" for k in ("scenario", "n_experiences", "n_classes") if k in stream)
         if desc:
             out.blocks.append(Text(f"Stream: {desc}.", "note"))
-    out.table(summary_table(bench, stats, f"summary_{b}", multi))
+    out.table(benchmark_table(bench, stats, f"summary_{b}", multi))
     failed = [c for s in stats.values() for c in s.cells if not c.ok]
     if failed:
         out.blocks.append(Text(f"{len(failed)} failed cell(s) on {bench}, left out of every mean, test and figure (not "
@@ -730,8 +674,6 @@ def write_report(run_dirs: str | Path | Sequence[str | Path], out: str | Path | 
     under ``tables/``; PNG figure files are also written when ``md`` is asked (the Markdown links them).
     Every file is written atomically; a bad folder raises one :class:`UserError`.
     """
-    from clbench.protocols.store import atomic_write_bytes, atomic_write_text
-
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     paths = [Path(p) for p in run_dirs]

@@ -25,7 +25,8 @@ import scipy.linalg
 import torch
 from scipy.linalg.blas import dsyrk
 
-from clbench.benchmarks.stream import StreamInfo, TrainView
+from clbench.stream import StreamInfo, TrainView
+from clbench.constraints import Interval, Options
 from clbench.errors import UserError
 
 from .frozen import FrozenFeatureStrategy, as_features
@@ -85,12 +86,12 @@ class ACIL(FrozenFeatureStrategy):
     """
 
     search_space = {"buffer_size": Choice([1024, 2048, 4096, 8192]), "gamma": Float(1e-3, 1e3, log=True)}
+    parameter_constraints = {"buffer_size": Interval(int, 1), "gamma": Interval(float, 0, None, "neither"),
+                             "solver": Options(*SOLVERS), "batch_size": Interval(int, 1)}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", buffer_size: int = 8192,
                  gamma: float = 0.1, solver: str = "gram", batch_size: int = 2048) -> None:
         super().__init__(info, seed=seed, device=device)
-        if buffer_size < 1 or batch_size < 1:
-            raise UserError(f"buffer_size and batch_size must be positive, got {buffer_size}, {batch_size}")
         self.buffer_size, self.batch_size = buffer_size, batch_size
         g = torch.Generator().manual_seed(seed)
         self.B = torch.randn(self.dim, buffer_size, generator=g, dtype=torch.float64)
@@ -140,6 +141,7 @@ class DSAL(ACIL):
     """
 
     search_space = {**ACIL.search_space, "comp_scale": Float(0.0, 2.0), "comp_gamma": Float(1e-3, 1e3, log=True)}
+    parameter_constraints = {"comp_gamma": Interval(float, 0, None, "neither"), "comp_scale": Interval(float)}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", buffer_size: int = 8192,
                  gamma: float = 0.1, solver: str = "gram", batch_size: int = 2048, comp_gamma: float = 0.1,

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
 
-from clbench.benchmarks.stream import StreamInfo, TrainView
+from clbench.stream import StreamInfo, TrainView
+from clbench.constraints import problems
 from clbench.errors import UserError, unknown_name
 
 from .base import Strategy, tensor_bytes
@@ -163,6 +164,16 @@ class AvalancheStrategy(GradientStrategy):
         return {**_clbench_keys(), **avalanche_kwargs(cls.avalanche_class())}
 
     @classmethod
+    def parameter_problems(cls, params: Mapping[str, Any]) -> list[str]:
+        """Unknown, managed or missing Avalanche keys, then the clbench keys' constraints."""
+        try:
+            cls.check_kwargs(dict(params))
+        except UserError as exc:
+            return [str(exc)]
+        own = _clbench_keys()
+        return problems({k: v for k, v in params.items() if k in own}, cls.constraints())
+
+    @classmethod
     def check_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The Avalanche-specific part of ``kwargs``; one UserError for unknown, managed or missing keys."""
         own, theirs = _clbench_keys(), avalanche_kwargs(cls.avalanche_class())
@@ -188,7 +199,7 @@ class AvalancheStrategy(GradientStrategy):
         if self.reset_optimizer:
             self.optimizer = self.make_optimizer()
             self.av.optimizer = self.optimizer
-        av_exp = DatasetExperience(dataset=to_avalanche_dataset(exp.train, exp.task_id), current_experience=exp.index)
+        av_exp = DatasetExperience(dataset=to_avalanche_dataset(exp.train.raw, exp.task_id), current_experience=exp.index)
         av_exp = with_task_labels(av_exp)
         av_exp.classes_in_this_experience = set(exp.classes)
         self.av.train(av_exp, eval_streams=[])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clbench.benchmarks.stream import StreamInfo, TensorData, TrainView
-from clbench.errors import UserError
+from clbench.stream import StreamInfo, TensorData, TrainView
+from clbench.constraints import Boolean, Interval
 
 from .base import tensor_bytes
 from .buffers import ClassBalancedBuffer
@@ -23,13 +23,15 @@ class Joint(GradientStrategy):
     experience i is a joint model of experiences 0..i.
     """
 
+    parameter_constraints = {"reinit": Boolean()}
+
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", reinit: bool = True, **kw) -> None:
         super().__init__(info, seed=seed, device=device, **kw)
         self.reinit = reinit
         self.seen: list[TensorData] = []
 
     def training_data(self, exp: TrainView) -> TensorData:
-        self.seen.append(exp.train)
+        self.seen.append(exp.train.raw)
         if self.reinit:
             self.model = build_model(**self.model_spec).to(self.device)
             self.optimizer = self.make_optimizer()
@@ -46,19 +48,18 @@ class Replay(GradientStrategy):
     """
 
     search_space = {**GradientStrategy.search_space, "buffer_size": Choice([200, 500, 1000, 2000])}
+    parameter_constraints = {"buffer_size": Interval(int, 0)}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", buffer_size: int = 500, **kw) -> None:
         super().__init__(info, seed=seed, device=device, **kw)
-        if buffer_size < 0:
-            raise UserError(f"buffer_size must be >= 0, got {buffer_size}")
         self.buffer = ClassBalancedBuffer(buffer_size, self.generator)
 
     def training_data(self, exp: TrainView) -> TensorData:
         old = self.buffer.data()
-        return exp.train if old is None else TensorData.concat([exp.train, old])
+        return exp.train.raw if old is None else TensorData.concat([exp.train.raw, old])
 
     def after_experience(self, exp: TrainView) -> None:
-        self.buffer.update(exp.train)
+        self.buffer.update(exp.train.raw)
 
     def state_bytes(self) -> int:
         return tensor_bytes(self.model) + self.buffer.nbytes()

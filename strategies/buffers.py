@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clbench.benchmarks.stream import TensorData
+from clbench.stream import TensorData
 
 
 class ClassBalancedBuffer:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clbench.benchmarks.stream import StreamInfo, TrainView
-from clbench.errors import UserError
+from clbench.stream import StreamInfo, TrainView
+from clbench.constraints import Interval, Options
 
 from .base import tensor_bytes
 from .frozen import FrozenFeatureStrategy, as_features, l2_normalize
@@ -49,12 +49,12 @@ class FeTrIL(FrozenFeatureStrategy):
 
     search_space = {"C": Float(1e-2, 1e2, log=True), "lr": Float(1e-4, 1e-1, log=True), "epochs": Int(1, 30),
                     "head": Choice(HEADS)}
+    parameter_constraints = {"head": Options(*HEADS), "C": Interval(float, 0, None, "neither"),
+                             "lr": Interval(float, 0, None, "neither"), "epochs": Interval(int, 0), "batch_size": Interval(int, 1)}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", head: str = "svc", C: float = 1.0,
                  lr: float = 0.01, epochs: int = 10, batch_size: int = 256) -> None:
         super().__init__(info, seed=seed, device=device)
-        if head not in HEADS:
-            raise UserError(f"fetril head {head!r} unknown; valid: {', '.join(HEADS)} (svc = paper's LinearSVC, linear = fast softmax head)")
         self.head, self.C, self.lr, self.epochs, self.batch_size = head, C, lr, epochs, batch_size
         self.centroids = torch.zeros(info.n_classes, self.dim, dtype=torch.float64)
         self.counts = torch.zeros(info.n_classes, dtype=torch.float64)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from clbench.benchmarks.stream import StreamInfo
+from clbench.stream import StreamInfo
 
 from .base import Strategy
 

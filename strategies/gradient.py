@@ -7,11 +7,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from clbench.benchmarks.stream import StreamInfo, TensorData, TrainView
-from clbench.errors import CellFailure, UserError
+from clbench.stream import StreamInfo, TensorData, TrainView
+from clbench.constraints import Boolean, Interval, ListOf, Options
+from clbench.errors import CellFailure
 
 from .base import Strategy, tensor_bytes
-from .models import build_model
+from .models import MODELS, build_model
 from .space import Choice, Float, Int
 
 OPTIMIZERS = ("sgd", "adam")
@@ -31,16 +32,18 @@ class GradientStrategy(Strategy):
         "epochs": Int(1, 10),
         "batch_size": Choice([32, 64, 128, 256]),
     }
+    parameter_constraints = {
+        "lr": Interval(float, 0, None, "neither"), "epochs": Interval(int, 0), "batch_size": Interval(int, 1),
+        "optimizer": Options(*OPTIMIZERS), "momentum": Interval(float, 0, 1, "left"), "weight_decay": Interval(float, 0),
+        "model": Options(*MODELS), "hidden": ListOf(Interval(int, 1)), "dropout": Interval(float, 0, 1, "left"),
+        "batchnorm": Boolean(), "width": Interval(int, 1), "reset_optimizer": Boolean(),
+    }
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", lr: float = 0.01, epochs: int = 1,
                  batch_size: int = 64, optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
                  model: str = "auto", hidden: Sequence[int] = (1000, 1000), dropout: float = 0.0,
                  batchnorm: bool = False, width: int = 20, reset_optimizer: bool = False) -> None:
         super().__init__(info, seed=seed, device=device)
-        if optimizer not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if lr <= 0 or epochs < 0 or batch_size < 1:
-            raise UserError(f"need lr > 0, epochs >= 0 and batch_size >= 1 (got lr={lr}, epochs={epochs}, batch_size={batch_size})")
         self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
         self.optimizer_name, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
         self.model_spec = dict(kind=model, input_shape=info.input_shape, n_classes=info.n_classes,
@@ -57,7 +60,7 @@ class GradientStrategy(Strategy):
 
     # ---- hooks
     def training_data(self, exp: TrainView) -> TensorData:
-        return exp.train
+        return exp.train.raw
 
     def before_experience(self, exp: TrainView) -> None:
         if self.reset_optimizer:

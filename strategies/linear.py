@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clbench.benchmarks.stream import StreamInfo, TensorData, TrainView
-from clbench.errors import UserError
+from clbench.stream import StreamInfo, TensorData, TrainView
+from clbench.constraints import Boolean, Interval
 
 from .base import tensor_bytes
 from .frozen import FrozenFeatureStrategy, as_features, l2_normalize
@@ -22,12 +22,13 @@ class LinearHead(FrozenFeatureStrategy):
     """
 
     search_space = {"lr": Float(1e-3, 1.0, log=True), "epochs": Int(1, 30), "batch_size": Choice([64, 128, 256])}
+    parameter_constraints = {"lr": Interval(float, 0, None, "neither"), "epochs": Interval(int, 0), "batch_size": Interval(int, 1),
+                             "momentum": Interval(float, 0, 1, "left"), "normalize": Boolean(),
+                             "scale": Interval(float, 0, None, "neither")}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", lr: float = 0.05, epochs: int = 10,
                  batch_size: int = 128, momentum: float = 0.9, normalize: bool = True, scale: float = 10.0) -> None:
         super().__init__(info, seed=seed, device=device)
-        if lr <= 0 or epochs < 0 or batch_size < 1:
-            raise UserError(f"need lr > 0, epochs >= 0 and batch_size >= 1 (got {lr}, {epochs}, {batch_size})")
         self.lr, self.epochs, self.batch_size, self.momentum = lr, epochs, batch_size, momentum
         self.normalize, self.scale = normalize, scale
         self.generator = torch.Generator().manual_seed(seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clbench.benchmarks.stream import StreamInfo, TrainView
+from clbench.stream import StreamInfo, TrainView
 
 from .base import tensor_bytes
 from .frozen import FrozenFeatureStrategy, as_features, l2_normalize

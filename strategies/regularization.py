@@ -13,8 +13,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from clbench.benchmarks.stream import StreamInfo, TrainView
-from clbench.errors import UserError
+from clbench.stream import StreamInfo, TrainView
+from clbench.constraints import Interval, Options
 
 from .base import tensor_bytes
 from .gradient import GradientStrategy
@@ -54,16 +54,12 @@ class EWC(GradientStrategy):
     """
 
     search_space = {**GradientStrategy.search_space, "ewc_lambda": Float(1e-2, 1e4, log=True)}
+    parameter_constraints = {"ewc_lambda": Interval(float, 0), "mode": Options(*EWC_MODES), "decay": Interval(float, 0, 1),
+                             "fisher_batch_size": Interval(int, 1)}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", ewc_lambda: float = 1.0,
                  mode: str = "separate", decay: float = 1.0, fisher_batch_size: int = 256, **kw) -> None:
         super().__init__(info, seed=seed, device=device, **kw)
-        if ewc_lambda < 0:
-            raise UserError(f"ewc_lambda must be >= 0, got {ewc_lambda}")
-        if mode not in EWC_MODES:
-            raise UserError(f"unknown EWC mode {mode!r}; valid: {', '.join(EWC_MODES)}")
-        if not 0 <= decay <= 1 or fisher_batch_size < 1:
-            raise UserError(f"need 0 <= decay <= 1 and fisher_batch_size >= 1 (got decay={decay}, fisher_batch_size={fisher_batch_size})")
         self.ewc_lambda, self.mode, self.decay, self.fisher_batch_size = ewc_lambda, mode, decay, fisher_batch_size
         self.terms: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # (importance, anchor)
 
@@ -118,11 +114,10 @@ class SI(GradientStrategy):
     """
 
     search_space = {**GradientStrategy.search_space, "si_lambda": Float(1e-3, 10.0, log=True)}
+    parameter_constraints = {"si_lambda": Interval(float, 0), "xi": Interval(float, 0, None, "neither")}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", si_lambda: float = 0.1,
                  xi: float = 0.1, **kw) -> None:
-        if si_lambda < 0 or xi <= 0:
-            raise UserError(f"need si_lambda >= 0 and xi > 0 (got si_lambda={si_lambda}, xi={xi})")
         self.si_lambda, self.xi = si_lambda, xi
         self._before: dict[str, torch.Tensor] = {}
         super().__init__(info, seed=seed, device=device, **kw)
@@ -180,12 +175,11 @@ class LwF(GradientStrategy):
 
     search_space = {**GradientStrategy.search_space, "alpha": Float(0.1, 10.0, log=True),
                     "temperature": Choice([0.5, 1.0, 2.0, 4.0])}
+    parameter_constraints = {"alpha": Interval(float, 0), "temperature": Interval(float, 0, None, "neither")}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", alpha: float = 1.0,
                  temperature: float = 2.0, **kw) -> None:
         super().__init__(info, seed=seed, device=device, **kw)
-        if alpha < 0 or temperature <= 0:
-            raise UserError(f"need alpha >= 0 and temperature > 0 (got alpha={alpha}, temperature={temperature})")
         self.alpha, self.temperature = alpha, temperature
         self.teacher: torch.nn.Module | None = None
         self.old_units: torch.Tensor | None = None

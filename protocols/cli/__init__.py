@@ -1,0 +1,46 @@
+"""The ``clbench`` command line: one module per subcommand, the parser and error handling here.
+
+A :class:`~clbench.errors.UserError` prints ``error: <message>`` and exits 2, without a traceback
+(``--debug`` prints it); a failed cell makes ``run`` exit 1; Ctrl-C exits 130 (finished cells are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+import warnings
+
+from clbench.errors import UserError
+
+from . import check, features, listing, report, run, tune
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmarking suite")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors (e.g. a plug-in failing at import)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (run, tune, report, check, features, listing):
+        module.add_parser(sub)
+    return parser
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.debug:
+        warnings.showwarning = _warning_line
+    try:
+        return args.func(args)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exception(exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are recorded, rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,92 @@
+"""ACIL / DS-AL / G-ACIL weight invariance against the joint ridge solution computed independently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clbench.benchmarks.blurry import with_blurry
+from clbench.benchmarks.split import split_stream
+from clbench.stream import TensorData
+from clbench.strategies.analytic import ACIL, DSAL, GACIL
+
+
+def _data(n: int, d: int, k: int, seed: int) -> TensorData:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(k, d))
+    y = rng.integers(0, k, n)
+    return TensorData(torch.from_numpy(centres[y] + rng.normal(size=(n, d))).float(), torch.from_numpy(y))
+
+
+def _joint_ridge(strategy, xs: list[torch.Tensor], ys: list[torch.Tensor], gamma: float) -> np.ndarray:
+    """(sum X^T X + gamma I)^-1 sum X^T Y with X = ReLU(f B), written out in numpy float64."""
+    B = strategy.B.numpy()
+    X = np.maximum(np.concatenate([x.double().numpy() for x in xs]) @ B, 0.0)
+    Y = np.eye(strategy.info.n_classes)[np.concatenate([y.numpy() for y in ys])]
+    return np.linalg.solve(X.T @ X + gamma * np.eye(X.shape[1]), X.T @ Y)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _check_invariance(s, stream, gamma: float) -> None:
+    """After every phase, W (float64) equals the joint ridge solution on all data seen, to 1e-8 relative."""
+    xs, ys = [], []
+    for exp in stream:
+        s.train_experience(exp.train_view())
+        xs.append(exp.train.x)
+        ys.append(exp.train.y)
+        assert s.W.dtype == np.float64
+        assert _rel(s.W, _joint_ridge(s, xs, ys, gamma)) < 1e-8
+
+
+@pytest.mark.parametrize("solver", ["gram", "rls"])
+def test_acil_weights_equal_joint_ridge_after_every_phase(solver):
+    train, test = _data(600, 8, 6, 0), _data(60, 8, 6, 1)
+    stream = split_stream("toy", (train, test), seed=0, n_experiences=3)
+    _check_invariance(ACIL(stream.info, seed=3, buffer_size=96, gamma=0.1, solver=solver, batch_size=37), stream, 0.1)
+
+
+def test_gacil_weights_equal_joint_ridge_on_a_blurry_stream():
+    train, test = _data(800, 8, 10, 2), _data(100, 8, 10, 3)
+    blurry = with_blurry(split_stream("toy", (train, test), seed=1, n_experiences=5), {"disjoint_ratio": 0.5, "blurry_ratio": 0.3}, 1)
+    mixed = [e for e in blurry if len(set(e.classes) - set(e.info["new_classes"]))]
+    assert mixed, "the blurry stream must mix already-seen classes into later experiences"
+    for solver in ("gram", "rls"):
+        _check_invariance(GACIL(blurry.info, seed=0, buffer_size=80, gamma=100.0, solver=solver, batch_size=64), blurry, 100.0)
+
+
+def test_dsal_main_stream_is_acil_and_compensation_fits_the_new_class_residual():
+    train, test = _data(400, 6, 4, 4), _data(40, 6, 4, 5)
+    stream = split_stream("toy", (train, test), seed=0, n_experiences=2)
+    d = DSAL(stream.info, seed=0, buffer_size=48, gamma=0.1, comp_gamma=0.1, comp_scale=0.6)
+    a = ACIL(stream.info, seed=0, buffer_size=48, gamma=0.1)
+    for exp in stream:
+        d.train_experience(exp.train_view())
+        a.train_experience(exp.train_view())
+    assert np.allclose(d.W, a.W, rtol=0, atol=1e-10)
+    # compensation: ridge of tanh(f B) on the residual of each phase, old-class columns zeroed, written out here
+    B = d.B.numpy()
+    Xc, R = [], []
+    seen: set[int] = set()
+    W_main = None
+    xs, ys = [], []
+    for exp in stream:
+        xs.append(exp.train.x)
+        ys.append(exp.train.y)
+        W_main = _joint_ridge(d, xs, ys, 0.1)
+        f = exp.train.x.double().numpy()
+        res = np.eye(4)[exp.train.y.numpy()] - np.maximum(f @ B, 0) @ W_main
+        new = set(exp.train.y.tolist()) - seen
+        seen |= new
+        res[:, [c for c in range(4) if c not in new]] = 0.0
+        Xc.append(np.tanh(f @ B))
+        R.append(res)
+    Xc_all, R_all = np.concatenate(Xc), np.concatenate(R)
+    Wc = np.linalg.solve(Xc_all.T @ Xc_all + 0.1 * np.eye(48), Xc_all.T @ R_all)
+    assert _rel(d.comp.W, Wc) < 1e-8
+    x = test.x
+    expected = np.maximum(x.double().numpy() @ B, 0) @ W_main + 0.6 * np.tanh(x.double().numpy() @ B) @ Wc
+    assert np.allclose(d.predict(x).numpy(), expected, atol=1e-4)
