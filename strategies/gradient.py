@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -84,10 +85,30 @@ class GradientStrategy(Strategy):
         self.fit(data, exp.index)
         self.after_experience(exp)
 
+    #: hyperparameters that scale a penalty, named in the divergence message when the strategy has them
+    PENALTY_KNOBS = ("ewc_lambda", "si_lambda", "alpha", "lambda_reg", "memory_strength")
+    #: the last epoch's mean cross-entropy above this many times ln(n_classes) (a uniform guess) is divergence
+    DIVERGENCE_FACTOR = 10.0
+
+    def divergence_hint(self) -> str:
+        """``lower lr (now 0.1)`` plus the penalty strengths this strategy has, with their values."""
+        knobs = [f"lr (now {self.lr:g})"] + [f"{k} (now {getattr(self, k):g})" for k in self.PENALTY_KNOBS
+                                            if k in self.hyperparameters() and isinstance(getattr(self, k, None), (int, float))]
+        return "lower " + " or ".join(knobs)
+
     def fit(self, data: TensorData, exp_index: int) -> None:
+        """Minibatch training for ``epochs`` epochs; divergence fails the cell whatever the optimiser.
+
+        Divergence: a non-finite loss in an epoch, or a last epoch whose mean cross-entropy (without the
+        penalty) is above ``DIVERGENCE_FACTOR`` x ln(n_classes), the loss of a uniform guess (healthy training
+        ends far below it; an exploded model, e.g. Adam at lr 1e6, far above).
+        """
         self.model.train()
+        mean_ce = float("nan")
         for epoch in range(self.epochs):
             total = torch.zeros((), device=self.device)
+            ce_sum = torch.zeros((), device=self.device)
+            n = 0
             for x, y in data.batches(self.batch_size, shuffle=True, generator=self.generator, device=self.device):
                 logits = self.model(x)
                 loss = self.loss(x, y, logits)
@@ -95,8 +116,18 @@ class GradientStrategy(Strategy):
                 loss.backward()
                 self.optimizer.step()
                 total += loss.detach()
+                ce_sum += F.cross_entropy(logits.detach(), y) * len(y)
+                n += len(y)
             if not torch.isfinite(total):
-                raise CellFailure(f"non-finite training loss at experience {exp_index}, epoch {epoch}; fix: lower lr (now {self.lr}) or the penalty strength")
+                raise CellFailure(f"training diverged: non-finite loss at experience {exp_index}, epoch {epoch}; "
+                                  f"fix: {self.divergence_hint()}")
+            mean_ce = float(ce_sum) / max(1, n)
+            self.callbacks.on_epoch_end(exp_index, epoch, mean_ce)
+        limit = self.DIVERGENCE_FACTOR * math.log(max(2, self.info.n_classes))
+        if mean_ce > limit:
+            raise CellFailure(f"training diverged at experience {exp_index}: the last epoch's mean cross-entropy {mean_ce:.3g} "
+                              f"is above {limit:.3g} ({self.DIVERGENCE_FACTOR:g} x ln {self.info.n_classes}, the loss of a "
+                              f"uniform guess); fix: {self.divergence_hint()}")
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

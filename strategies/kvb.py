@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from clbench.stream import StreamInfo, TrainView
-from clbench.constraints import Interval, String
+from clbench.benchmarks.sources import SOURCES
+from clbench.constraints import Check, Interval
 
 from .base import tensor_bytes
 from .frozen import FrozenFeatureStrategy, as_features
@@ -48,7 +49,10 @@ class KVB(FrozenFeatureStrategy):
     parameter_constraints = {
         "n_codebooks": Interval(int, 1), "key_dim": Interval(int, 1), "n_keys": Interval(int, 1), "key_epochs": Interval(int, 0),
         "key_decay": Interval(float, 0, 1, "neither"), "key_batch": Interval(int, 1), "key_samples": Interval(int, 0),
-        "key_data": String(), "lr": Interval(float, 0, None, "neither"), "epochs": Interval(int, 0),
+        "key_data": Check(lambda v: None if v in (FIRST_EXPERIENCE, ALL_EXPERIENCES) or v in SOURCES else
+                          f"must be first_experience, all_experiences_unlabelled or a dataset ({', '.join(sorted(SOURCES))}), "
+                          f"got {v!r}", "first_experience, all_experiences_unlabelled or a dataset name"),
+        "lr": Interval(float, 0, None, "neither"), "epochs": Interval(int, 0),
         "batch_size": Interval(int, 1), "label_smoothing": Interval(float, 0, 1, "left"),
         "grad_clip": Interval(float, 0, None, "neither"),
     }
