@@ -57,11 +57,14 @@ class Interval(Constraint):
 
     def describe(self) -> str:
         what = "an integer" if self.kind is int else "a finite number"
+        def num(v: float) -> str:
+            return str(v) if is_int(v) else f"{v:g}"
+
         parts = []
         if self.low is not None:
-            parts.append(f"{'>=' if self.closed in ('both', 'left') else '>'} {self.low:g}")
+            parts.append(f"{'>=' if self.closed in ('both', 'left') else '>'} {num(self.low)}")
         if self.high is not None:
-            parts.append(f"{'<=' if self.closed in ('both', 'right') else '<'} {self.high:g}")
+            parts.append(f"{'<=' if self.closed in ('both', 'right') else '<'} {num(self.high)}")
         return what + (" " + " and ".join(parts) if parts else "")
 
     def problem(self, value: Any) -> str | None:

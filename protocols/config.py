@@ -164,11 +164,12 @@ def _labelled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give each entry a unique label: its name, or name(params) when a name repeats."""
     counts: dict[str, int] = {}
     for e in entries:
-        counts[e["name"]] = counts.get(e["name"], 0) + 1
+        if "label" not in e:
+            counts[e["name"]] = counts.get(e["name"], 0) + 1
     out = []
     for e in entries:
         e = dict(e)
-        if "label" not in e and counts[e["name"]] > 1:
+        if "label" not in e and counts.get(e["name"], 0) > 1:
             params = ",".join(f"{k}={v}" for k, v in e.items() if k != "name")
             e["label"] = f"{e['name']}({params})"
         out.append(e)
@@ -246,7 +247,7 @@ def config_errors(data: dict[str, Any], extra_keys: dict[str, str] | None = None
     top = {k: v for k, v in data.items() if k in TOP_CONSTRAINTS}
     if isinstance(top.get("seeds"), int) and not isinstance(top["seeds"], bool):
         top["seeds"] = [top["seeds"]]
-    errors += [f"{p.split(' ', 1)[0]}: {p.split(' ', 1)[1]}" for p in problems(top, TOP_CONSTRAINTS)]
+    errors += problems(top, TOP_CONSTRAINTS)
     if not errors:
         try:
             _labelled(benchmarks)

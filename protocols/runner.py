@@ -252,7 +252,7 @@ class TableWriter:
         if not write:
             return
         now = time.monotonic()
-        due = len(self.rows) >= 2 * max(1, self.written_at)
+        due = len(self.rows) >= 2 * self.written_at
         due = due or (now - self.last >= self.interval and self.cost <= 0.05 * (now - self.last))
         if due:
             self.flush()

@@ -25,15 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr if file is None else file)
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.debug:
-        warnings.showwarning = _warning_line
+    formatted = warnings.formatwarning
+    if not args.debug:  # one line per warning, without the source line that raised it
+        warnings.formatwarning = _warning_line
     try:
         return args.func(args)
     except UserError as exc:
@@ -44,3 +45,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished cells are recorded, rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatted
