@@ -112,7 +112,10 @@ def check_strategy(name: str, params: dict[str, Any] | None = None) -> list[Chec
     results.append(_property("hyperparameters: names and values are valid", params_valid))
 
     def space() -> str | None:
-        _, bad = space_problems(cls, None, {}, "search_space")
+        hyper = cls.hyperparameters()
+        bad = [f"search_space names {k!r}, which is not a hyperparameter of __init__ (valid: {', '.join(sorted(hyper))})"
+               for k in (getattr(cls, "search_space", {}) or {}) if k not in hyper]
+        bad += space_problems(cls, None, {}, "search_space")[1]
         return "; ".join(bad) or None
 
     results.append(_property("search_space: names are hyperparameters, ranges satisfy the constraints", space))

@@ -217,25 +217,35 @@ def benchmark_errors(entry: dict[str, Any], where: str) -> list[str]:
     return out
 
 
-def strategy_errors(entry: dict[str, Any], where: str) -> list[str]:
+def strategy_errors(entry: dict[str, Any], where: str, causes: list[BaseException] | None = None) -> list[str]:
     try:
         cls = resolve_strategy(entry["name"])
     except UserError as exc:
+        if causes is not None and exc.__cause__ is not None:
+            causes.append(exc.__cause__)
         return [f"{where}: {exc}"]
     params = {k: v for k, v in entry.items() if k not in ("name", "label")}
     return [f"{where}: {p}" for p in cls.parameter_problems(params)]
 
 
 def parse_config(data: dict[str, Any], *, default_name: str = "run", extra_keys: dict[str, str] | None = None) -> RunConfig:
-    """Validate a config mapping; raise one :class:`UserError` listing every mistake."""
-    errors = config_errors(data, extra_keys)
+    """Validate a config mapping; raise one :class:`UserError` listing every mistake.
+
+    The error's ``causes`` hold the exceptions behind the messages (e.g. a plug-in failing at import), which
+    ``clbench --debug`` prints with their tracebacks.
+    """
+    causes: list[BaseException] = []
+    errors = config_errors(data, extra_keys, causes)
     if errors:
-        raise UserError("invalid configuration:\n  - " + "\n  - ".join(errors))
+        err = UserError("invalid configuration:\n  - " + "\n  - ".join(errors))
+        err.causes = causes  # type: ignore[attr-defined]
+        raise err
     return _build(data, default_name, extra_keys)
 
 
-def config_errors(data: dict[str, Any], extra_keys: dict[str, str] | None = None) -> list[str]:
-    """Every mistake of a config mapping, one message each (empty when valid)."""
+def config_errors(data: dict[str, Any], extra_keys: dict[str, str] | None = None,
+                  causes: list[BaseException] | None = None) -> list[str]:
+    """Every mistake of a config mapping, one message each (empty when valid); underlying exceptions go to ``causes``."""
     allowed = dict(TOP_KEYS, **(extra_keys or {}))
     errors = [f"unknown config key {k!r}; valid keys: {', '.join(sorted(allowed))}" for k in sorted(set(data) - set(allowed))]
     benchmarks = as_entries(data.get("benchmarks"), "benchmarks", errors)
@@ -243,7 +253,7 @@ def config_errors(data: dict[str, Any], extra_keys: dict[str, str] | None = None
     for i, b in enumerate(benchmarks):
         errors += benchmark_errors(b, f"benchmarks[{i}] ({b['name']})")
     for i, s in enumerate(strategies):
-        errors += strategy_errors(s, f"strategies[{i}] ({s['name']})")
+        errors += strategy_errors(s, f"strategies[{i}] ({s['name']})", causes)
     top = {k: v for k, v in data.items() if k in TOP_CONSTRAINTS}
     if isinstance(top.get("seeds"), int) and not isinstance(top["seeds"], bool):
         top["seeds"] = [top["seeds"]]

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         if args.debug:
+            for cause in getattr(exc, "causes", []):
+                traceback.print_exception(cause)
             traceback.print_exception(exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
