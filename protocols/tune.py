@@ -38,12 +38,14 @@ import math
 import statistics
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
@@ -293,6 +295,17 @@ def study_name(tc: TuneConfig, ts: TunedStrategy, protocol: str, bench: dict[str
 # ---------------------------------------------------------------- the protocol
 
 
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """A storage that cannot be written (full disk, database down) is one UserError naming it and the fix."""
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
+        raise UserError(f"cannot write the tuning storage {redact(url)}: {str(exc).splitlines()[0]}; trials finished "
+                        f"before are kept. Fix: free disk space (or bring the database back), then rerun the same "
+                        f"command: the studies resume") from None
+
+
 def run_tune(tc: TuneConfig, *, quiet: bool = False, retry_failed: bool = False, executor: Executor | None = None,
              echo: Callable[[str], None] = print, callbacks: Callbacks | None = None) -> dict[str, Any]:
     """Run (or resume) the whole protocol; write and return the summary (``tune.json``).
@@ -315,7 +328,7 @@ def run_tune(tc: TuneConfig, *, quiet: bool = False, retry_failed: bool = False,
     tuning: dict[str, dict[str, Any]] = {}
     conventional: dict[str, dict[str, Any]] = {}
     records: list[CellRecord] = []
-    with quiet_optuna(), folder.locked():
+    with quiet_optuna(), folder.locked(), storage_errors(url):
         storage = open_storage(url, heartbeat_interval=int(tc.search.heartbeat))
         atomic_write_yaml(folder.path / "tune_config.yaml", tc.to_dict())
         if protocol != "conventional":
