@@ -162,9 +162,9 @@ def make_sampler(kind: str, space: Mapping[str, Param], seed: int, n_trials: int
     raise UserError(f"unknown sampler {kind!r}; valid: {', '.join(SAMPLERS)}")
 
 
-def enqueue_grid(study: "optuna.Study", space: Mapping[str, Param], seed: int, where: str) -> int:
-    """Queue every combination of the grid that no trial of ``study`` holds yet (finished, running or queued),
-    in an order drawn from ``seed``; return how many were queued.
+def enqueue_grid(study: "optuna.Study", space: Mapping[str, Param], seed: int, where: str, limit: int) -> int:
+    """Queue at most ``limit`` combinations of the grid that no trial of ``study`` holds yet (finished, running or
+    queued), in an order drawn from ``seed``; return how many were queued.
 
     Grid search by ask-and-tell: the queued parameters are what each asked trial suggests (Optuna's
     ``GridSampler`` stops the study from inside ``tell``, which only works under ``study.optimize``).
@@ -182,6 +182,8 @@ def enqueue_grid(study: "optuna.Study", space: Mapping[str, Param], seed: int, w
              if t.state.name == "WAITING"}
     queued = 0
     for combo in combos:
+        if queued >= limit:
+            break
         if json.dumps(combo, sort_keys=True) not in seen:
             study.enqueue_trial(combo, skip_if_exists=False)
             queued += 1
@@ -215,6 +217,8 @@ def quiet_optuna(quiet: bool = True) -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # clbench drives heartbeats itself around ask-and-tell (see clbench.protocols.tune)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             yield
     finally:
         optuna.logging.set_verbosity(before)

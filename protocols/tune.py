@@ -157,8 +157,6 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
     # a different seed per restart, so a resumed random/TPE search does not repeat its first draws
     study.sampler = make_sampler(tc.search.sampler, ts.space, tc.search.sampler_seed + len(study.get_trials(deepcopy=False)),
                                  ts.budget, where)
-    if tc.search.sampler == "grid":
-        enqueue_grid(study, ts.space, tc.search.sampler_seed, where)
     if echo and retried:
         echo(f"[{protocol}] {ts.label}: trials {retried} were interrupted; their parameters run again")
     live: dict[int, _Trial] = {}
@@ -245,6 +243,9 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
             values = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.params.items()))
             echo(f"[{protocol}] {ts.label}: trial {t.trial.number} {shown} ({values}) ({best_text}{finished_trials(study)}/{ts.budget} done)")
 
+    if tc.search.sampler == "grid":
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        enqueue_grid(study, ts.space, tc.search.sampler_seed, where, ts.budget - used() - waiting)
     fn = partial(execute_cell, cache=cache) if isinstance(executor, SerialExecutor) else execute_cell
     for record in executor.run(jobs(), fn):
         t = live[int(str(record.spec.get("tag", "")).rsplit("#", 1)[-1])]
