@@ -92,16 +92,16 @@ def unlabelled_data(request: str, cell: CellSpec, stream: Stream, cache: StreamC
     data = source.load(resolve_data_root(cell.data_root), True, cell.cache_dir)
     backbone = cell.benchmark.get("backbone")
     if backbone:
-        one = Stream(f"unlabelled_{source.name}", "class-il", source.n_classes,
-                     (Experience(0, 0, (), data.train, data.train.subset(torch.arange(0))),))
+        one = Stream(f"unlabelled_{source.name}", "class-il", source.n_classes,  # (one test sample: the cache needs a split)
+                     (Experience(0, 0, (), data.train, data.test.subset(torch.arange(1))),))
         x = feature_stream(one, str(backbone), cell.cache_dir)[0].train.float_x()
     else:
         x = data.train.float_x()
-        want = stream[0].train.sample_shape
-        if tuple(x.shape[1:]) != tuple(want):
-            raise UserError(f"unlabelled data {request!r} has samples of shape {tuple(x.shape[1:])} but the stream's inputs "
-                            f"are {tuple(want)}; fix: give the benchmark a backbone: (both pass through it) or name a "
-                            f"dataset of the same shape")
+    want = stream[0].train.sample_shape
+    if tuple(x.shape[1:]) != tuple(want):
+        raise UserError(f"unlabelled data {request!r} has samples of shape {tuple(x.shape[1:])} but the stream's inputs "
+                        f"are {tuple(want)}; fix: give the benchmark a pretrained backbone: (both pass through it) or "
+                        f"name a dataset of the same shape")
     return x, {"unlabelled": request, "sees_future": False, "samples": len(x)}
 
 

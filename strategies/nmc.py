@@ -17,7 +17,10 @@ class NMC(FrozenFeatureStrategy):
     after a batch with n_b samples of class c and sum s_b,  mu_c <- mu_c + (s_b - n_b mu_c) / (n_c + n_b),
     n_c <- n_c + n_b, which equals the mean over every sample of c seen so far.
     Prediction: argmin_c ||z - mu_c||_2 (scores are -||z - mu_c||; unseen classes get -inf).
+    Task-free (``online``): learning an experience in chunks gives the same means as learning it at once.
     """
+
+    online = True
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", normalize: bool = True) -> None:
         super().__init__(info, seed=seed, device=device)
