@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test test-fast install clean
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml
+$(VENV)/.installed-test: setup.cfg pyproject.toml examples/plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -e examples/plugin
 	touch $@
 
 $(VENV)/.installed: setup.cfg pyproject.toml
