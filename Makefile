@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast docs install clean
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml examples/plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,4 +31,8 @@ test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build site *.egg-info
+
+# the documentation site (reference pages generated from the code, results included from results/)
+docs: $(VENV)/.installed-test
+	$(VENV)/bin/mkdocs build --strict -q
