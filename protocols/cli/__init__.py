@@ -13,14 +13,14 @@ import warnings
 
 from clbench.errors import UserError
 
-from . import check, features, listing, report, run, tune
+from . import check, export, features, listing, report, run, tune
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmarking suite")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of errors (e.g. a plug-in failing at import)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, tune, report, check, features, listing):
+    for module in (run, tune, report, export, check, features, listing):
         module.add_parser(sub)
     return parser
 
