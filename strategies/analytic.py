@@ -3,8 +3,22 @@
 All three learn a ridge regression from a fixed random "buffer" layer to one-hot labels, exactly and
 recursively, in float64 (float32 breaks the weight invariance below):
 
-    X = ReLU(f B)           B in R^{D x w}, entries N(0, 1), bias-free, drawn from the seed, never trained
+    X = ReLU(f B)           B in R^{D x w}, bias-free, drawn from the seed, never trained
     W_t = (sum_{k<=t} X_k^T X_k + gamma I)^{-1} sum_{k<=t} X_k^T Y_k          (joint ridge on all data seen)
+
+The buffer B (``init``):
+
+* ``uniform`` (default, the official code's): entries i.i.d. U(-1/sqrt(D), 1/sqrt(D)), D = feature
+  dimension. This is ``torch.nn.Linear``'s default initialisation (``kaiming_uniform_(a=sqrt(5))`` gives the
+  bound gain * sqrt(3 / D) with gain = sqrt(2 / (1 + 5)), i.e. 1 / sqrt(D)), which the official buffers keep:
+  ACL ``analytic/Buffer.py`` L37-63 (``RandomBuffer`` subclasses ``nn.Linear``, bias False, calls
+  ``reset_parameters``; ZHUANGHP/Analytic-continual-learning at 0afd6bf) and GACL ``models/pretrained.py``
+  L60-62 (``nn.Linear(feature_dim, hidden, bias=False)``; CHEN-YIZHU/GACL at fc21369). Entry variance
+  1 / (3 D), so a projection f b has standard deviation ||f|| / sqrt(3 D) and DS-AL's tanh branch stays
+  out of saturation.
+* ``normal``: entries N(0, 1) (clbench before issue 11). Its projections are sqrt(3 D) times larger, so the
+  same gamma is 3 D times weaker relative to X^T X (3840x for 1280-d features) and tanh(f B) is nearly
+  binary; kept only as an option for comparison with those earlier numbers.
 
 Two exactly equivalent solvers:
 
@@ -16,9 +30,29 @@ Two exactly equivalent solvers:
 Weight invariance: after any sequence of phases W equals the joint ridge solution on all data seen.
 Y is one-hot over all ``n_classes`` columns, so the columns of classes not seen yet are zero (the
 zero-padding of new class columns); they are masked at prediction.
+
+Defaults and where they come from (ACL = ZHUANGHP/Analytic-continual-learning at 0afd6bf, GACL =
+CHEN-YIZHU/GACL at fc21369):
+
+* ACIL / DS-AL ``gamma`` 0.1 and DS-AL ``comp_gamma`` 0.1: ACL ``config.py`` L210-216 (``--gamma``) and
+  L226-231 (``--gamma-comp``), also every example command of its README. (The ``ACIL``/``DSAL`` class
+  defaults of 1e-3, ``analytic/ACIL.py`` L34 and ``analytic/DSAL.py`` L25-26, are not used on the CLI path.)
+* ACIL / DS-AL ``buffer_size`` 8192: ACL ``config.py`` L218-224, README's CIFAR-100 setting.
+* DS-AL ``comp_scale`` C 0.6: ACL README L142-144 ("the best value is 0.6 for the CIFAR-100", from a grid
+  search over [0, 2]; 1.5 for ImageNet-1k). The CLI default ``-C`` is 1 (``config.py`` L240-246) and so is
+  the class default (``analytic/DSAL.py`` L27), but that is a placeholder the README overrides; clbench's
+  frozen tables are CIFAR-sized, so the README's CIFAR value is kept.
+* G-ACIL ``buffer_size`` 5000 and ``gamma`` 100: GACL ``scripts/gacl.sh`` L19/24/29 (CIFAR-100,
+  Tiny-ImageNet, ImageNet-R alike) and ``configuration/config.py`` L132-133.
+
+Known differences from the official code: GACL fits every online batch ``online_iter`` = 3 times
+(``scripts/gacl.sh`` L16), so each sample enters R and W three times (clbench: once); GACL's buffer matmul
+runs in float32 before the cast to float64 (clbench: float64 throughout).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import scipy.linalg
@@ -33,6 +67,22 @@ from .frozen import FrozenFeatureStrategy, as_features
 from .space import Choice, Float
 
 SOLVERS = ("gram", "rls")
+INITS = ("uniform", "normal")
+
+
+def random_buffer(dim: int, width: int, init: str, seed: int) -> torch.Tensor:
+    """The (dim, width) float64 buffer B drawn from ``seed``: U(-1/sqrt(dim), 1/sqrt(dim)) or N(0, 1).
+
+    ``uniform`` draws u ~ U[0, 1) and returns (2 u - 1) / sqrt(dim), nn.Linear's default scale (see the
+    module docstring).
+    """
+    if init not in INITS:
+        raise UserError(f"unknown buffer init {init!r}; valid: {', '.join(INITS)}")
+    g = torch.Generator().manual_seed(seed)
+    if init == "normal":
+        return torch.randn(dim, width, generator=g, dtype=torch.float64)
+    u = torch.rand(dim, width, generator=g, dtype=torch.float64)
+    return (2.0 * u - 1.0) / math.sqrt(dim)
 
 
 class RidgeStream:
@@ -81,20 +131,21 @@ class RidgeStream:
 class ACIL(FrozenFeatureStrategy):
     """ACIL (Zhuang et al., NeurIPS 2022): random ReLU buffer + exact recursive ridge, float64.
 
-    Hyperparameters: ``buffer_size`` w (8192), ``gamma`` (0.1), ``solver`` gram|rls, ``batch_size`` (rows
-    per update; the result does not depend on it). Prediction: scores X W (unseen classes -inf).
+    Hyperparameters: ``buffer_size`` w (8192), ``gamma`` (0.1), ``init`` uniform|normal (the buffer's
+    distribution, uniform = the official nn.Linear scale), ``solver`` gram|rls, ``batch_size`` (rows per
+    update; the result does not depend on it). Prediction: scores X W (unseen classes -inf). Defaults: see
+    the module docstring.
     """
 
     search_space = {"buffer_size": Choice([1024, 2048, 4096, 8192]), "gamma": Float(1e-3, 1e3, log=True)}
     parameter_constraints = {"buffer_size": Interval(int, 1), "gamma": Interval(float, 0, None, "neither"),
-                             "solver": Options(*SOLVERS), "batch_size": Interval(int, 1)}
+                             "solver": Options(*SOLVERS), "batch_size": Interval(int, 1), "init": Options(*INITS)}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", buffer_size: int = 8192,
-                 gamma: float = 0.1, solver: str = "gram", batch_size: int = 2048) -> None:
+                 gamma: float = 0.1, solver: str = "gram", batch_size: int = 2048, init: str = "uniform") -> None:
         super().__init__(info, seed=seed, device=device)
-        self.buffer_size, self.batch_size = buffer_size, batch_size
-        g = torch.Generator().manual_seed(seed)
-        self.B = torch.randn(self.dim, buffer_size, generator=g, dtype=torch.float64)
+        self.buffer_size, self.batch_size, self.init = buffer_size, batch_size, init
+        self.B = random_buffer(self.dim, buffer_size, init, seed)
         self.main = RidgeStream(buffer_size, info.n_classes, gamma, solver)
 
     # ---- the buffer layer
@@ -137,17 +188,18 @@ class DSAL(ACIL):
     The compensation stream is a second exact ridge (``comp_gamma``, 0.1) on X_c = tanh(f B) (tanh of the
     raw projection, not of the ReLU buffer), fitted to the main stream's residual on the phase's data,
     Y_res = Y - X W_main, keeping only the columns of the classes first seen in this phase (previous-label
-    cleansing). Output = X W_main + C * X_c W_comp with C = ``comp_scale`` (0.6 for CIFAR).
+    cleansing). Output = X W_main + C * X_c W_comp with C = ``comp_scale`` (0.6, the official README's
+    CIFAR-100 value; see the module docstring for why not the CLI's 1).
     """
 
     search_space = {**ACIL.search_space, "comp_scale": Float(0.0, 2.0), "comp_gamma": Float(1e-3, 1e3, log=True)}
     parameter_constraints = {"comp_gamma": Interval(float, 0, None, "neither"), "comp_scale": Interval(float)}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", buffer_size: int = 8192,
-                 gamma: float = 0.1, solver: str = "gram", batch_size: int = 2048, comp_gamma: float = 0.1,
-                 comp_scale: float = 0.6) -> None:
+                 gamma: float = 0.1, solver: str = "gram", batch_size: int = 2048, init: str = "uniform",
+                 comp_gamma: float = 0.1, comp_scale: float = 0.6) -> None:
         super().__init__(info, seed=seed, device=device, buffer_size=buffer_size, gamma=gamma, solver=solver,
-                         batch_size=batch_size)
+                         batch_size=batch_size, init=init)
         self.comp = RidgeStream(buffer_size, info.n_classes, comp_gamma, solver)
         self.comp_scale = comp_scale
 
@@ -181,10 +233,11 @@ class GACIL(ACIL):
     the same closed form holds: W = (sum X^T X + gamma I)^{-1} sum X^T Y over all samples seen, whatever
     the class mixture of each phase. The paper learns online in batches of 64; on CPU the exactly
     equivalent accumulate-and-solve form is used (``solver: rls`` with ``batch_size: 64`` gives the
-    per-batch recursion). Defaults follow the paper's pretrained setting: buffer 5000, gamma 100.
+    per-batch recursion). Defaults follow the official GACL scripts: buffer 5000, gamma 100
+    (``scripts/gacl.sh`` L19), the buffer ``nn.Linear``-initialised (``init: uniform``).
     """
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", buffer_size: int = 5000,
-                 gamma: float = 100.0, solver: str = "gram", batch_size: int = 2048) -> None:
+                 gamma: float = 100.0, solver: str = "gram", batch_size: int = 2048, init: str = "uniform") -> None:
         super().__init__(info, seed=seed, device=device, buffer_size=buffer_size, gamma=gamma, solver=solver,
-                         batch_size=batch_size)
+                         batch_size=batch_size, init=init)
