@@ -35,6 +35,11 @@ BUILTIN: dict[str, str] = {
     "ewc": "clbench.strategies.regularization:EWC",
     "si": "clbench.strategies.regularization:SI",
     "lwf": "clbench.strategies.regularization:LwF",
+    "ranpac": "clbench.strategies.ranpac:RanPAC",
+    "slda": "clbench.strategies.slda:SLDA",
+    "fecam": "clbench.strategies.fecam:FeCAM",
+    "randumb": "clbench.strategies.randumb:RanDumb",
+    "simplecil": "clbench.strategies.simplecil:SimpleCIL",
 }
 
 ENTRY_POINT_GROUP = "clbench.strategies"

@@ -138,7 +138,7 @@ SMALL = {"acil": {"buffer_size": 64}, "dsal": {"buffer_size": 64}, "gacil": {"bu
          "kvb": {"n_codebooks": 8, "n_keys": 16, "key_epochs": 1, "epochs": 1},
          "fetril": {"head": "linear", "epochs": 2}, "finetune": {"hidden": [32]}, "joint": {"hidden": [32]},
          "replay": {"hidden": [32]}, "ewc": {"hidden": [32]}, "si": {"hidden": [32]}, "lwf": {"hidden": [32]},
-         "linear": {"epochs": 2}, "joint_linear": {"epochs": 2}}
+         "linear": {"epochs": 2}, "joint_linear": {"epochs": 2}, "ranpac": {"projection_dim": 200}}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
