@@ -213,14 +213,30 @@ def folder_members(path: Path) -> list[FolderMember]:
     return entries
 
 
-def decode_image(source: Path, name: str, read: Callable[[], bytes], size: tuple[int, int] | None = None) -> np.ndarray:
-    """One image as uint8 (H, W, 3), resized to ``size`` (W, H) when given; a damaged file is one error naming it."""
+def decode_image(source: Path, name: str, read: Callable[[], bytes], size: tuple[int, int] | None = None,
+                 crop_pct: float | None = None) -> np.ndarray:
+    """One image as uint8 (H, W, 3), resized to ``size`` (W, H) when given; a damaged file is one error naming it.
+
+    Without ``crop_pct`` the image is stretched to ``size`` (bicubic). With it (timm's name), the shorter
+    side is first resized to ``s = floor(min(size) / crop_pct)`` keeping the aspect ratio (longer side
+    ``int(s * long / short)``, as torchvision's ``Resize(s)``), then the centre ``size`` is cropped (offsets
+    ``round((W' - w) / 2)``, ``round((H' - h) / 2)``, as ``CenterCrop``): ``size=224, crop_pct=0.875`` is
+    ``Resize(256, bicubic) + CenterCrop(224)``, the test transform of the official ViT continual-learning code.
+    """
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(read())) as im:
             im = im.convert("RGB")
-            if size is not None and im.size != size:
+            if size is not None and crop_pct is not None:
+                w, h = im.size
+                short = math.floor(min(size) / crop_pct)
+                nw, nh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+                if (nw, nh) != (w, h):
+                    im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+                left, top = int(round((nw - size[0]) / 2.0)), int(round((nh - size[1]) / 2.0))
+                im = im.crop((left, top, left + size[0], top + size[1]))
+            elif size is not None and im.size != size:
                 im = im.resize(size, Image.Resampling.BICUBIC)
             return np.asarray(im, dtype=np.uint8)
     except Exception as exc:  # PIL raises several types for damaged data

@@ -25,6 +25,7 @@ from clbench.paths import data_root as resolve_data_root
 from clbench.stream import Stream
 
 from .blurry import blurry_problems, with_blurry
+from .imagefolders import benchmark_entries as image_folder_entries
 from .permuted import PERMUTED_CONSTRAINTS, permuted_problems, permuted_stream
 from .rehearsal import rehearsal_problems, schedule_from_config, with_rehearsal
 from .sources import SOURCES, DatasetSource
@@ -108,6 +109,9 @@ for _src in ("digits", "mnist", "fmnist", "cifar10", "cifar100"):
     register_benchmark(split_spec(SOURCES[_src]))
 for _src, _n in (("digits", 5), ("mnist", 10), ("fmnist", 10)):
     register_benchmark(permuted_spec(SOURCES[_src], _n))
+# image folders and the published layouts (CIFAR-100 in the field's order, ImageNet-R/A, CUB-200, CORe50)
+for _e in image_folder_entries():
+    register_benchmark(BenchmarkSpec(_e.name, _e.build, _e.doc, _e.defaults, _e.constraints, _e.source, _e.check))
 
 
 def benchmark_names() -> list[str]:
