@@ -21,6 +21,10 @@ from .gradient import GradientStrategy
 from .space import Choice, Float
 
 EWC_MODES = ("separate", "online")
+FISHERS = ("minibatch", "sample")
+
+#: per-sample Fisher: at most this many gradient entries (samples x parameters) are held at once (256 MiB of float32)
+PER_SAMPLE_FLOATS = 2**26
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -42,11 +46,30 @@ def quadratic_penalty(model: torch.nn.Module, importance: dict[str, torch.Tensor
 class EWC(GradientStrategy):
     """Elastic Weight Consolidation (Kirkpatrick et al. 2017) with a diagonal empirical Fisher.
 
-    After experience t, with the model in eval mode and the minibatches of its training data in
-    order (``fisher_batch_size`` samples each, B batches), the importance of parameter i is
-        F_t,i = (1 / B) * sum_b ( d CE(batch b) / d theta_i )^2
-    (the minibatch-level empirical Fisher, as in Avalanche's EWC plugin), and the anchor is
-    theta*_t = theta after experience t. Loss on later experiences:
+    After experience t, with the model in eval mode and the true labels (empirical Fisher), on the
+    experience's N training samples, the importance of parameter i is (``fisher``):
+
+    * ``minibatch`` (default, Avalanche's ``EWCPlugin.compute_importances`` convention, kept for parity
+      with ``avalanche.EWC``): in order, minibatches of ``fisher_batch_size`` samples (B batches, the last
+      one possibly smaller but weighted equally),
+          F_t,i = (1 / B) * sum_b ( d CE_mean(batch b) / d theta_i )^2
+      i.e. the square of each batch's *mean* gradient;
+    * ``sample`` (the paper's per-sample empirical Fisher):
+          F_t,i = (1 / N) * sum_n ( d CE(x_n, y_n) / d theta_i )^2
+      from per-sample gradients (``torch.func.vmap`` of ``grad``, ``fisher_batch_size`` samples at a time,
+      fewer when the model is large: at most ``PER_SAMPLE_FLOATS`` gradient entries at once).
+
+    How lambda relates between them: with per-sample gradients g_n of mean mu and variance sigma^2 (per
+    parameter), a batch of b samples has E[(batch mean)^2] = mu^2 + sigma^2 / b while the per-sample
+    Fisher is mu^2 + sigma^2. So F_sample / F_minibatch lies between 1 (mu dominates) and b (at a trained
+    model, where the mean gradient mu ~ 0 and only the noise is left); the same penalty needs
+    lambda_sample = lambda_minibatch * sum F_minibatch / sum F_sample. Measured with ``bench/fisher_ratio.py``
+    (split_digits, all 10 classes, 1257 training samples, MLP 2x1000, SGD lr 0.05, batches of 256 for the
+    minibatch Fisher): the summed per-sample Fisher is 73x the minibatch one after 1 epoch (train accuracy
+    0.75), 149x after 10, 200x after 30 and 144x after 100 epochs (0.996). So a lambda tuned with one
+    convention is two orders of magnitude off with the other; tune it again (``clbench tune``) when switching.
+
+    The anchor is theta*_t = theta after experience t. Loss on later experiences:
         CE + ewc_lambda * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2       (mode ``separate``)
         CE + ewc_lambda * sum_i F~_i (theta_i - theta*_i)^2,  F~ <- decay * F~ + F_t,  theta* <- theta*_t
                                                                            (mode ``online``)
@@ -55,20 +78,32 @@ class EWC(GradientStrategy):
 
     search_space = {**GradientStrategy.search_space, "ewc_lambda": Float(1e-2, 1e4, log=True)}
     parameter_constraints = {"ewc_lambda": Interval(float, 0), "mode": Options(*EWC_MODES), "decay": Interval(float, 0, 1),
-                             "fisher_batch_size": Interval(int, 1)}
+                             "fisher_batch_size": Interval(int, 1), "fisher": Options(*FISHERS)}
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", ewc_lambda: float = 1.0,
-                 mode: str = "separate", decay: float = 1.0, fisher_batch_size: int = 256, **kw) -> None:
+                 mode: str = "separate", decay: float = 1.0, fisher_batch_size: int = 256, fisher: str = "minibatch",
+                 **kw) -> None:
         super().__init__(info, seed=seed, device=device, **kw)
         self.ewc_lambda, self.mode, self.decay, self.fisher_batch_size = ewc_lambda, mode, decay, fisher_batch_size
+        self.fisher_kind = fisher
         self.terms: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # (importance, anchor)
 
     def fisher(self, exp: TrainView) -> dict[str, torch.Tensor]:
-        """Diagonal minibatch-level empirical Fisher on ``exp``'s training data (see the class docstring)."""
-        params = _params(self.model)
-        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        """Diagonal empirical Fisher on ``exp``'s training data, ``minibatch`` or ``sample`` (see the class docstring)."""
         was_training = self.model.training
         self.model.eval()
+        try:
+            if self.fisher_kind == "sample":
+                return self._sample_fisher(exp)
+            return self._minibatch_fisher(exp)
+        finally:
+            self.model.zero_grad(set_to_none=True)
+            self.model.train(was_training)
+
+    def _minibatch_fisher(self, exp: TrainView) -> dict[str, torch.Tensor]:
+        """(1 / B) sum_b (gradient of batch b's mean CE)^2."""
+        params = _params(self.model)
+        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
         n_batches = 0
         for x, y in exp.train.batches(self.fisher_batch_size, device=self.device):
             self.model.zero_grad(set_to_none=True)
@@ -77,9 +112,29 @@ class EWC(GradientStrategy):
                 if p.grad is not None:
                     fisher[n] += p.grad.detach().pow(2)
             n_batches += 1
-        self.model.zero_grad(set_to_none=True)
-        self.model.train(was_training)
         return {n: f / max(1, n_batches) for n, f in fisher.items()}
+
+    def _sample_fisher(self, exp: TrainView) -> dict[str, torch.Tensor]:
+        """(1 / N) sum_n (gradient of sample n's CE)^2, per-sample gradients by vmap(grad)."""
+        from torch.func import functional_call, grad, vmap
+
+        params = {n: p.detach() for n, p in _params(self.model).items()}
+        buffers = dict(self.model.named_buffers())
+        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        size = sum(p.numel() for p in params.values())
+        chunk = max(1, min(self.fisher_batch_size, PER_SAMPLE_FLOATS // max(1, size)))
+
+        def one(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(functional_call(self.model, (p, buffers), (x.unsqueeze(0),)), y.unsqueeze(0))
+
+        per_sample = vmap(grad(one), in_dims=(None, 0, 0))
+        n = 0
+        for x, y in exp.train.batches(chunk, device=self.device):
+            g = per_sample(params, x, y)
+            for k in fisher:
+                fisher[k] += g[k].pow(2).sum(0)
+            n += len(y)
+        return {k: f / max(1, n) for k, f in fisher.items()}
 
     def after_experience(self, exp: TrainView) -> None:
         importance, anchor = self.fisher(exp), _snapshot(self.model)
@@ -99,18 +154,31 @@ class EWC(GradientStrategy):
 
 
 class SI(GradientStrategy):
-    """Synaptic Intelligence (Zenke, Poole & Ganguli 2017).
+    """Synaptic Intelligence (Zenke, Poole & Ganguli 2017), as the official code (ganguli-lab/pathint) computes it.
 
-    During experience t every optimiser step s moves the parameters by Delta_s and the path
-    integral accumulates  omega_i += -g_s,i * Delta_s,i  (g = gradient of the training loss used
-    for that step). At the end of the experience, with D_i = theta_i(end of t) - theta_i(start of t),
-        Omega_i <- Omega_i + max(0, omega_i) / (D_i^2 + xi),   omega <- 0,   theta* <- theta(end of t).
-    Loss: CE + si_lambda * sum_i Omega_i (theta_i - theta*_i)^2.
-    ``xi`` = 0.1 is the paper's damping for MNIST; clipping omega at 0 keeps Omega >= 0 (a negative
-    path integral would reward moving away from theta*). Avalanche's plugin differs in scale: it
-    multiplies Omega by c = 0.0015, caps it at 0.001 and halves the penalty, so its si_lambda is
-    not interchangeable with this one.
-    The path integral is gathered by optimiser step hooks, so it sees every step exactly once.
+    During experience t every optimiser step s moves the parameters by Delta_s (the actual change made
+    by the optimiser) and the path integral accumulates
+        omega_i += -g_s,i * Delta_s,i,    g = gradient of the *unregularised* loss (CE) at the step's start
+    (pathint ``protocols.py`` L33-35 with ``optimizers.py`` L115-123: ``unreg_grads`` is the gradient of the
+    raw loss, while the step itself follows the total loss CE + penalty). At the end of the experience,
+    with D_i = theta_i(end of t) - theta_i(start of t), in this order (``protocols.py`` L36-41,
+    ``omega_decay='sum'``):
+        Omega_i <- max(0, Omega_i + omega_i / (D_i^2 + xi)),   theta* <- theta(end of t),   omega <- 0.
+    The clamp acts on the updated running total, not on omega: a negative path integral (the penalty
+    pulled a parameter back harder than the task loss pushed it) lowers the stored Omega, never below 0.
+    Loss: CE + si_lambda * sum_i Omega_i (theta_i - theta*_i)^2 (no factor 1/2, pathint ``regularizers.py``).
+
+    How the two gradients are kept apart: :meth:`loss` backpropagates CE only (it adds the penalty's value,
+    detached, so the reported loss and the non-finite check include it); the optimiser's step pre-hook
+    records that CE gradient as g, then adds the penalty's gradient (autograd of the penalty alone, cheap:
+    no pass through the network) to ``p.grad``, so the step follows the total loss exactly. Weight decay,
+    when set, is applied inside the optimiser and is not part of g (as in pathint, whose g is the raw loss's).
+
+    ``xi`` = 0.1 is the paper's damping for permuted MNIST (pathint's notebook; 1e-3 for split MNIST/CIFAR).
+    theta(start of experience 0) is the initial model (pathint's split-MNIST and CIFAR scripts; its
+    permuted-MNIST notebook never sets it, so there D = theta_end - 0 for task 1). Avalanche's plugin differs
+    in scale: it multiplies Omega by c = 0.0015, caps it at 0.001 and halves the penalty, so its si_lambda
+    is not interchangeable with this one.
     """
 
     search_space = {**GradientStrategy.search_space, "si_lambda": Float(1e-3, 10.0, log=True)}
@@ -120,6 +188,7 @@ class SI(GradientStrategy):
                  xi: float = 0.1, **kw) -> None:
         self.si_lambda, self.xi = si_lambda, xi
         self._before: dict[str, torch.Tensor] = {}
+        self._unreg: dict[str, torch.Tensor] = {}
         super().__init__(info, seed=seed, device=device, **kw)
         self.omega = {n: torch.zeros_like(p) for n, p in _params(self.model).items()}
         self.importance = {n: torch.zeros_like(p) for n, p in _params(self.model).items()}
@@ -133,14 +202,41 @@ class SI(GradientStrategy):
         opt.register_step_post_hook(self._post_step)
         return opt
 
+    def _penalty_on(self) -> bool:
+        return self.seen_experience and self.si_lambda > 0
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """CE, plus the penalty's value without its gradient (the pre-step hook adds that gradient)."""
+        ce = F.cross_entropy(logits, y)
+        if not self._penalty_on():
+            return ce
+        with torch.no_grad():
+            value = self.penalty(x, y, logits)
+        return ce + value
+
     def _pre_step(self, optimizer, args, kwargs) -> None:
-        self._before = {n: p.detach().clone() for n, p in _params(self.model).items()}
+        params = _params(self.model)
+        self._before = {n: p.detach().clone() for n, p in params.items()}
+        self._unreg = {n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}
+        if not self._penalty_on():
+            return
+        names = list(params)
+        with torch.enable_grad():
+            grads = torch.autograd.grad(self.penalty(None, None, None), [params[n] for n in names], allow_unused=True)
+        for n, g in zip(names, grads):
+            if g is None:
+                continue
+            p = params[n]
+            if p.grad is None:
+                p.grad = g.detach().clone()
+            else:
+                p.grad.add_(g.detach())
 
     def _post_step(self, optimizer, args, kwargs) -> None:
         for n, p in _params(self.model).items():
-            if p.grad is not None:
-                self.omega[n] -= p.grad.detach() * (p.detach() - self._before[n])
-        self._before = {}
+            if n in self._unreg:
+                self.omega[n] -= self._unreg[n] * (p.detach() - self._before[n])
+        self._before, self._unreg = {}, {}
 
     def before_experience(self, exp: TrainView) -> None:
         super().before_experience(exp)
@@ -149,7 +245,7 @@ class SI(GradientStrategy):
     def after_experience(self, exp: TrainView) -> None:
         for n, p in _params(self.model).items():
             delta = p.detach() - self.start[n]
-            self.importance[n] += self.omega[n].clamp(min=0) / (delta.pow(2) + self.xi)
+            self.importance[n] = (self.importance[n] + self.omega[n] / (delta.pow(2) + self.xi)).clamp(min=0)
             self.omega[n].zero_()
         self.anchor = _snapshot(self.model)
         self.seen_experience = True

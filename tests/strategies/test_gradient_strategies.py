@@ -28,6 +28,7 @@ def run(name: str, stream, seed: int = 0, **hp):
 @pytest.mark.parametrize("name,hp", [
     ("finetune", {}), ("joint", {}), ("replay", {"buffer_size": 60}),
     ("ewc", {"ewc_lambda": 10.0}), ("ewc", {"ewc_lambda": 10.0, "mode": "online", "decay": 0.9}),
+    ("ewc", {"ewc_lambda": 0.1, "fisher": "sample"}),
     ("si", {"si_lambda": 1.0}), ("lwf", {"alpha": 1.0, "temperature": 2.0}),
 ])
 def test_each_baseline_runs_and_learns(permuted, name, hp):
@@ -58,7 +59,8 @@ def test_zero_strength_equals_finetune_with_dropout_and_batchnorm(permuted):
     _, ft = run("finetune", permuted, **hp)
     _, ewc0 = run("ewc", permuted, ewc_lambda=0.0, **hp)
     _, si0 = run("si", permuted, si_lambda=0.0, **hp)
-    assert ewc0.accuracy == ft.accuracy and si0.accuracy == ft.accuracy
+    _, ewc0s = run("ewc", permuted, ewc_lambda=0.0, fisher="sample", **hp)
+    assert ewc0.accuracy == ft.accuracy and si0.accuracy == ft.accuracy and ewc0s.accuracy == ft.accuracy
 
 
 def test_lwf_class_incremental_distils_only_old_units(split):
@@ -93,6 +95,7 @@ def test_si_importance_is_nonnegative_and_grows(permuted):
 
 @pytest.mark.parametrize("name,hp,word", [
     ("ewc", {"ewc_lambda": -1.0}, "ewc_lambda"), ("ewc", {"mode": "bogus"}, "separate"),
+    ("ewc", {"fisher": "exact"}, "minibatch"),
     ("si", {"xi": 0.0}, "xi"), ("lwf", {"temperature": 0.0}, "temperature"),
 ])
 def test_bad_hyperparameters_are_refused_by_the_declared_constraints(name, hp, word):
