@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
-from clbench.benchmarks.rehearsal import RehearsalSchedule, schedule_from_config, with_rehearsal
+from clbench.benchmarks.rehearsal import RehearsalSchedule, rehearsal_problems, schedule_from_config, with_rehearsal
 from clbench.benchmarks.registry import build_stream
 from clbench.errors import UserError
+from clbench.stream import Experience, Stream, TensorData
 
 
 def test_reconstruction_preset_counts():
@@ -18,6 +20,73 @@ def test_reconstruction_preset_counts():
     listed = [33969, 20867, 13329, 8802, 5981, 4167, 2968, 2155, 1592]  # lags 1..9
     counts = s.counts(9, [60000] * 10)  # index j = task j, lag 9 - j
     assert counts[::-1] == pytest.approx(listed, abs=1)
+    assert s.counts(9, [57927] * 10) == counts  # tasks of 57927 images or more: the reconstruction's own counts
+
+
+def test_reconstruction_preset_scales_to_small_tasks():
+    """On 1500-image tasks (power_law_pmnist's subset) the preset's counts are multiplied by 1500 / 57927:
+    N(k) = round(1500 (1 + 0.1 k)^-5.6), hand-computed 879.6, 540.4, 345.2, 227.9, 154.9, 107.9, 76.8, 55.8, 41.2
+    for k = 1..9, i.e. 2430 replayed samples in phase 9 (the unscaled counts asked for 93,829: with the current task
+    a 95,329-sample phase, 63 tasks' worth, the issue's figure)."""
+    s = schedule_from_config({"preset": "gandhi2024_reconstruction"})
+    assert s.scale_to_task
+    assert s.counts(9, [1500] * 10)[::-1] == [880, 540, 345, 228, 155, 108, 77, 56, 41]
+    assert sum(s.counts(9, [1500] * 10)) == 2430
+    unscaled = schedule_from_config({"preset": "gandhi2024_reconstruction", "scale_to_task": False})
+    assert sum(unscaled.requested(9, [1500] * 10)) + 1500 == 95329
+    assert unscaled.counts(9, [1500] * 10) == [1500] * 9  # capped at the task: every task once, no copies
+
+
+def _toy(sizes: list[int]) -> Stream:
+    """Tasks of the given sizes whose inputs number the samples 0, 1, 2, ... across the whole stream."""
+    exps, start = [], 0
+    for t, n in enumerate(sizes):
+        x = torch.arange(start, start + n, dtype=torch.float32).reshape(n, 1)
+        exps.append(Experience(t, t, (0,), TensorData(x, torch.zeros(n, dtype=torch.int64)),
+                               TensorData(x[:1], torch.zeros(1, dtype=torch.int64))))
+        start += n
+    return Stream("toy", "domain-il", 1, tuple(exps))
+
+
+def test_hand_counted_stream_caps_requests_without_copies_and_warns_once():
+    """Tasks of 4, 5, 6 samples; power law scale 10, offset 1, exponent 1: w(k) = 1 / (1 + k).
+    Phase 1: task 0 (lag 1) asked round(10 / 2) = 5 > 4 -> all 4, once.
+    Phase 2: task 0 (lag 2) round(10 / 3) = 3 of 4; task 1 (lag 1) 5 of 5 -> 6 + 3 + 5 = 14 samples, none twice."""
+    stream = _toy([4, 5, 6])
+    sched = RehearsalSchedule("power_law", scale=10.0, offset=1.0, exponent=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = with_rehearsal(stream, sched, seed=0)
+    assert len(caught) == 1 and "task 0's 4" in str(caught[0].message) and "phase 1" in str(caught[0].message)
+    assert [e.info["rehearsal_counts"] for e in out] == [[], [4], [3, 5]]
+    assert out.params["rehearsal"]["requested"] == [[], [5], [3, 5]] and out.params["rehearsal"]["capped"]
+    assert [len(e.train) for e in out] == [4, 9, 14]
+    for p, e in enumerate(out):
+        ids = e.train.x[:, 0].long().tolist()
+        assert len(ids) == len(set(ids))  # without replacement: no sample twice in a phase
+        assert ids[: len(stream[p].train)] == stream[p].train.x[:, 0].long().tolist()  # the current task first, in full
+    phase2 = set(out[2].train.x[6:, 0].long().tolist())
+    assert set(range(4, 9)) <= phase2 and len(phase2 & set(range(4))) == 3
+    # no request above a task's size: no warning, not capped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = with_rehearsal(stream, RehearsalSchedule("power_law", scale=10.0, offset=1.0, exponent=1.0, scale_to_task=True), 0)
+    # S_j = min(10, n_j) = 4, 5: phase 1 round(4 / 2) = 2; phase 2 round(4 / 3) = 1, round(5 / 2) = round(2.5) = 2
+    assert [e.info["rehearsal_counts"] for e in quiet] == [[], [2], [1, 2]]
+    assert not quiet.params["rehearsal"]["capped"] and "requested" not in quiet.params["rehearsal"]
+
+
+def test_budget_above_a_task_is_capped_too():
+    """budget 3 with one past task of 4 samples: asks for 3 * 5 = 15 of task 0 in phase 1, replays its 4."""
+    stream = _toy([4, 5])
+    with pytest.warns(UserWarning, match="15 of task 0's 4"):
+        out = with_rehearsal(stream, RehearsalSchedule("power_law", budget=3.0), seed=1)
+    assert out[1].info["rehearsal_counts"] == [4] and len(out[1].train) == 9
+
+
+def test_scale_to_task_is_a_declared_boolean():
+    assert rehearsal_problems({"schedule": "power_law", "scale_to_task": "yes"})
+    assert not rehearsal_problems({"preset": "gandhi2024_reconstruction", "scale_to_task": False})
 
 
 @pytest.mark.parametrize("block", [
