@@ -8,9 +8,7 @@ writes the report at the end (the automatic-report path); every test reads that 
 from __future__ import annotations
 
 import base64
-import re
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,8 +20,10 @@ import yaml
 from clbench.errors import UserError
 from clbench.protocols.cli import main
 
+pytestmark = pytest.mark.slow  # a real `clbench run` (training) and its automatic report, then report commands on it
+
 BENCH_SLUGS = ("split-digits", "permuted-digits")
-FIGURES = [f"{kind}_{b}" for b in BENCH_SLUGS for kind in ("seen_accuracy", "accuracy_matrix", "final_bars", "pareto")] \
+FIGURES = [f"{kind}_{b}" for b in BENCH_SLUGS for kind in ("seen_accuracy", "accuracy_matrix", "final_bars", "cost")] \
     + ["critical_difference"]
 MLP = {"epochs": 3, "lr": 0.1, "batch_size": 64, "hidden": [32]}
 
@@ -77,6 +77,8 @@ def test_run_writes_report_with_every_figure_as_png_and_pdf(report_dir):
     for b in BENCH_SLUGS:
         for ext in ("csv", "md", "tex"):
             assert (report_dir / "tables" / f"summary_{b}.{ext}").exists()
+    for ext in ("csv", "md", "tex"):
+        assert (report_dir / "tables" / f"main.{ext}").exists()
     tex = (report_dir / "tables" / "summary_split-digits.tex").read_text()
     assert r"\textbf{" in tex and r"$\pm$" in tex and r"\begin{tabular}" in tex
     md = (report_dir / "report.md").read_text()
@@ -130,9 +132,13 @@ def test_failed_cells_reported_as_failed_not_zero(run_dir, report_dir):
     assert len(failed) == 4 and set(failed.strategy) == {"diverging"} and (failed.status == "failed").all()
     assert failed.error.str.contains("non-finite").all()
     ranks = pd.read_csv(report_dir / "tables" / "ranks.csv")
-    assert "diverging" not in set(ranks.series)  # not ranked as if it scored 0
+    ranked = ranks[ranks.left_out.isna()] if "left_out" in ranks else ranks
+    assert "diverging" not in set(ranked.strategy)  # not ranked as if it scored 0
+    left = ranks[ranks.strategy == "diverging"].left_out.iloc[0]
+    assert "every cell failed" in left  # and the ranking says why it is left out
     html = (report_dir / "report.html").read_text()
-    assert 'class="failed"><td>diverging</td><td>0</td><td>2</td><td>failed</td>' in html
+    assert ('<tr class="failed"><td class="label">diverging</td><td class="num">0</td><td class="num">2</td>'
+            '<td class="num">failed</td>') in html
     assert "FAILED" in html
 
 
@@ -150,16 +156,22 @@ def test_summary_numbers_come_from_the_cells(run_dir, report_dir):
 
 
 def test_report_command_compares_two_runs(run_dir, tmp_path, capsys):
+    """The same config in two folders: one row per strategy (a repeated seed counted once), or --separate-runs."""
     other = tmp_path / "mini_copy"
     shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("report"))
     out = tmp_path / "cmp"
     assert main(["report", str(run_dir), str(other), "--out", str(out), "--format", "html"]) == 0
     assert str(out / "report.html") in capsys.readouterr().out
     text = (out / "report.html").read_text()
-    assert "replay [mini]" in text and "replay [mini_copy]" in text
+    assert "[mini" not in text and "repeat a seed already recorded" in text
     assert not (out / "report.md").exists() and not list(out.glob("figures/*.pdf"))
     summary = pd.read_csv(out / "tables" / "summary_split-digits.csv")
-    assert set(summary.run) == {"mini", "mini_copy"}
+    assert list(summary.strategy) == ["finetune", "replay", "diverging"] and set(summary.runs) == {"mini+mini_copy"}
+    assert (summary.seeds_ok[:2] == 2).all()
+    out2 = tmp_path / "cmp2"
+    assert main(["report", str(run_dir), str(other), "--out", str(out2), "--format", "html", "--separate-runs"]) == 0
+    summary = pd.read_csv(out2 / "tables" / "summary_split-digits-mini.csv")
+    assert list(summary.strategy) == ["finetune [mini]", "replay [mini]", "diverging [mini]"]
 
 
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
@@ -181,36 +193,9 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
     assert err.startswith("error: ") and "svg" in err and err.count("\n") == 1
 
 
-CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--hide-scrollbars"]
-PROBE = """<script>
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.body.setAttribute('data-images-loaded', ok + '/' + imgs.length);
-});
-</script></body>"""
+def test_report_of_a_real_run_renders_in_headless_chromium(report_dir, chromium, tmp_path, say):
+    from headless import check_page, inspect_page
 
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)")
-def test_html_renders_in_headless_chromium_with_figures_loaded(report_dir, tmp_path):
-    from PIL import Image
-
-    page = report_dir / "report.html"
-    probe = tmp_path / "probe.html"  # the page plus a probe script counting decoded images (naturalWidth > 0)
-    probe.write_text(page.read_text().replace("</body>", PROBE))
-    dom = subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'ud1'}", "--virtual-time-budget=15000",
-                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
-    m = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom.stdout)
-    assert m, dom.stderr[-2000:]
-    assert int(m.group(1)) == int(m.group(2)) == len(FIGURES)
-    shot = tmp_path / "shot.png"
-    subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'ud2'}", "--window-size=1280,3000",
-                    f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=180)
-    assert shot.exists(), "chromium wrote no screenshot"
-    with Image.open(shot) as im:
-        assert im.size == (1280, 3000)
-        hsv = np.asarray(im.convert("HSV"), dtype=int)
-    coloured = int(((hsv[..., 1] > 120) & (hsv[..., 2] > 60)).sum())  # plot lines, bars, heatmaps; text is grey
-    assert coloured > 5000, f"only {coloured} saturated pixels: figures not drawn"
+    report = inspect_page(chromium, report_dir / "report.html", tmp_path / "browser")
+    say(f"headless browser: {report.version}; {len(report.images)} figures decoded in {report_dir / 'report.html'}")
+    check_page(report, len(FIGURES))

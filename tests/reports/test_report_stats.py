@@ -11,10 +11,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from clbench.metrics import summary_metrics
-from clbench.results import cell_id
-from clbench.reports.report import collect_cells, load_run, series_stats, benchmark_table, tune_entries, write_report
+from clbench.reports.data import build_comparison, load_run
+from clbench.reports.options import ReportOptions
+from clbench.reports.report import write_report
+from clbench.reports.tables import summary_table
+from clbench.reports.tune import tune_entries
 from clbench.stats import friedman_nemenyi, holm, mean_ci, paired_test, pareto_front
+from report_records import record, write_run
 
 
 def test_mean_ci_is_student_t_as_scipy():
@@ -30,51 +33,32 @@ def test_mean_ci_is_student_t_as_scipy():
     assert mean_ci([]).n == 0 and math.isnan(mean_ci([]).mean)
 
 
-def _record(bench: str, strategy: str, seed: int, R: np.ndarray | None, error: str = "") -> dict:
-    T = 3
-    stream = {"name": bench, "scenario": "class-il", "n_classes": 6, "n_experiences": T, "seed": seed,
-              "params": {"class_order": [int(c) for c in np.random.default_rng(seed).permutation(6)]}}
-    rec = {"cell_id": cell_id({"name": bench}, {"name": strategy}, seed), "benchmark": bench, "strategy": strategy, "seed": seed,
-           "status": "ok" if R is not None else "failed", "error": error, "stream": stream, "versions": {"clbench": "t"},
-           "accuracy": [], "test_sizes": [100] * T, "train_seconds": [], "eval_seconds": [], "peak_memory_mb": [],
-           "state_bytes": [], "metrics": {}}
-    if R is not None:
-        rec.update(accuracy=R.tolist(), train_seconds=[1.0 + seed, 1.0, 1.0], eval_seconds=[0.1] * T,
-                   peak_memory_mb=[100.0 + seed] * T, state_bytes=[2**20 * (1 + seed)] * T)
-        rec["metrics"] = dict(summary_metrics(R, rec["test_sizes"]), train_seconds=sum(rec["train_seconds"]),
-                              peak_memory_mb=max(rec["peak_memory_mb"]), state_bytes=float(rec["state_bytes"][-1]))
-    return rec
-
-
 def _hand_made_run(root: Path) -> tuple[Path, dict[str, list[float]]]:
     """Strategy a (3 seeds), b (3 ok seeds + 1 failed); R lower-triangular with known last rows."""
-    run = root / "hand"
-    (run / "cells").mkdir(parents=True)
-    (run / "config.yaml").write_text("name: hand\nbenchmarks: [{name: toy}]\nstrategies: [{name: a}, {name: b}]\nseeds: [0, 1, 2, 3]\n")
     last = {"a": [[0.9, 0.8, 0.95], [0.85, 0.82, 0.97], [0.88, 0.78, 0.99]],
             "b": [[0.5, 0.6, 0.96], [0.4, 0.65, 0.98], [0.55, 0.5, 0.97]]}
     accs: dict[str, list[float]] = {}
+    recs = []
     for s, rows in last.items():
         for seed, row in enumerate(rows):
             R = np.array([[0.97, 0, 0], [0.93, 0.96, 0], row])
-            rec = _record("toy", s, seed, R)
-            accs.setdefault(s, []).append(rec["metrics"]["acc"])
-            (run / "cells" / f"{rec['cell_id']}.json").write_text(json.dumps(rec))
-    rec = _record("toy", "b", 3, None, "CellFailure: non-finite training loss")
-    (run / "cells" / f"{rec['cell_id']}.json").write_text(json.dumps(rec))
-    return run, accs
+            recs.append(record("toy", s, seed, R, train_seconds=1.0 + seed, state_bytes=2**20 * (1 + seed)))
+            accs.setdefault(s, []).append(recs[-1]["metrics"]["acc"])
+    recs.append(record("toy", "b", 3, None, error="CellFailure: non-finite training loss"))
+    return write_run(root / "hand", recs), accs
 
 
-def test_benchmark_table_mean_ci_best_and_paired_p_on_hand_made_results(tmp_path):
+def test_summary_table_mean_spread_best_and_paired_p_on_hand_made_results(tmp_path):
     run, accs = _hand_made_run(tmp_path)
-    st = series_stats(collect_cells([load_run(run)]))["toy"]
-    table = benchmark_table("toy", st, "summary_toy", multi=False)
+    comp = build_comparison([load_run(run)], ReportOptions())
+    table = summary_table(comp, comp.benchmarks[0], "ci")
     df = table.data.set_index("strategy")
     for s in ("a", "b"):
         v = 100 * np.array(accs[s])
         lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
         assert df.loc[s, "acc_mean"] == pytest.approx(v.mean())
         assert df.loc[s, "acc_ci95"] == pytest.approx((hi - lo) / 2)
+        assert df.loc[s, "acc_std"] == pytest.approx(v.std(ddof=1))
         assert df.loc[s, "seeds_ok"] == 3
     assert df.loc["b", "failed"] == 1 and df.loc["a", "failed"] == 0
     assert df.loc["a", "acc_best"] and not df.loc["b", "acc_best"]
@@ -84,9 +68,11 @@ def test_benchmark_table_mean_ci_best_and_paired_p_on_hand_made_results(tmp_path
     row_a = table.rows[0]
     v = 100 * np.array(accs["a"])
     assert row_a[3] == f"{v.mean():.2f} ± {stats.t.ppf(0.975, 2) * stats.sem(v):.2f}"
-    assert (0, 3) in table.best and (1, 3) not in table.best
+    assert (0, 3) in table.best and (1, 3) in table.second and "95% CI over seeds" in table.caption
     # the state-bytes column is shown in MiB: seeds 0..2 keep 1, 2, 3 MiB, mean 2
     assert df.loc["a", "state_mib_mean"] == pytest.approx(2.0)
+    # the process RSS peak is in the CSV but not shown: it measures the process, not the strategy
+    assert "peak_memory_mb_mean" in df and not any("RSS" in c for c in table.columns)
 
 
 def test_paired_test_holm_and_pareto_match_definitions():
@@ -149,3 +135,22 @@ def test_tune_run_without_readable_scores_is_not_an_error(tmp_path):
     run, _ = _hand_made_run(tmp_path)
     (run / "tune.json").write_text(json.dumps({"strategies": "not a list"}))
     assert tune_entries(load_run(run)) is None
+
+
+def test_tune_scores_are_fractions_never_rescaled_by_guess(tmp_path):
+    """tune.json holds fractions; the report multiplies by 100 and nothing else (no 'above 1.5 means percent')."""
+    run = tmp_path / "tune_units"
+    run.mkdir()
+    data = _tune_json({"ewc": (0.012, 0.01, 0.02), "replay": (2.0, 0.03, 0.04)})  # 2.0: not a fraction, shown as is
+    data["strategies"][1]["phase2"]["per_seed"] = {"0": 0.02, "1": 0.03, "2": 0.04}
+    (run / "tune.json").write_text(json.dumps(data))
+    from clbench.reports.report import build_report
+
+    _, out, _ = build_report([load_run(run)], ReportOptions(formats=("html",)), render=False)
+    table = next(b for b in out.blocks if getattr(b, "name", "") == "tune")
+    rows = {r[0]: r for r in table.rows}
+    assert rows["ewc"][1] == "1.20" and rows["ewc"][4] == "2.00"
+    assert rows["replay"][1] == "200.00"
+    per_seed = np.array([0.02, 0.03, 0.04])
+    assert rows["replay"][2] == f"{100 * per_seed.mean():.2f} ± {100 * per_seed.std(ddof=1):.2f}"
+    assert "mean ± std over seeds" in table.caption
