@@ -317,15 +317,29 @@ def _mib(v: float, _pos: int | None = None) -> str:
     return f"{v:.3g}"
 
 
+def _range(a: Aggregate | None, scale: float) -> tuple[float, float]:
+    """[min, max] over seeds (a cost is skewed by machine load: its whisker is the range, never below zero)."""
+    if a is None or a.n == 0:
+        return float("nan"), float("nan")
+    return scale * a.min, scale * a.max
+
+
 _CANDIDATES = ((5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom"), (-5, -3, "right", "top"),
                (0, 6, "center", "bottom"), (0, -6, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center"))
+
+
+def _darker(color: str, factor: float = 0.7) -> tuple[float, float, float]:
+    """The strategy's colour, darkened so that a label in it reads on white."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(factor * c for c in to_rgb(color))
 
 
 def _overlap(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-def place_labels(fig: "Figure", ax: "Axes", items: Sequence[tuple[float, float, str]], avoid: list) -> int:
+def place_labels(fig: "Figure", ax: "Axes", items: Sequence[tuple[float, float, str, str]], avoid: list) -> int:
     """Label data points directly where a label fits: inside the axes, clear of every marker and earlier label
     (display-coordinate boxes from the renderer). A label that fits nowhere is left out (the legend names every
     point). Needs the layout to be final. Returns how many labels were placed."""
@@ -335,14 +349,14 @@ def place_labels(fig: "Figure", ax: "Axes", items: Sequence[tuple[float, float, 
     box = ax.get_window_extent(renderer)
     r = 4 * fig.dpi / 72  # marker radius in pixels (marker size ~5 pt + edge)
     markers = [Bbox.from_extents(px - r, py - r, px + r, py + r)
-               for px, py in (ax.transData.transform((x, y)) for x, y, _ in items if np.isfinite(x) and np.isfinite(y))]
+               for px, py in (ax.transData.transform((x, y)) for x, y, _, _ in items if np.isfinite(x) and np.isfinite(y))]
     placed = 0
-    for x, y, text in items:
+    for x, y, text, color in items:
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
         for dx, dy, ha, va in _CANDIDATES:
             t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=MIN_FONT,
-                            color="0.15", annotation_clip=False)
+                            color=_darker(color), annotation_clip=False)
             t.set_in_layout(False)
             bb = t.get_window_extent(renderer)
             inside = bb.x0 >= box.x0 + 1 and bb.x1 <= box.x1 - 1 and bb.y0 >= box.y0 + 1 and bb.y1 <= box.y1 - 1
@@ -356,20 +370,22 @@ def place_labels(fig: "Figure", ax: "Axes", items: Sequence[tuple[float, float, 
 
 def cost_figure(title: str, points: Sequence[SeriesPoint], score_title: str, spread: str, spread_text: str) -> "Figure":
     """The headline accuracy against total train time and against the strategy's own state size (and, when
-    measured, the memory it allocated while training above the process baseline), mean with ``spread``
-    whiskers; dashed: the Pareto front (no other strategy both cheaper and more accurate). Log x axes when
-    values span more than 20x, with readable units (ms, s; kB, MB)."""
+    measured, the memory it allocated while training above the process baseline): markers at the means over
+    seeds, accuracy whiskers ``spread``, cost whiskers the min–max over seeds (costs are skewed); dashed: the
+    Pareto front (no other strategy both cheaper and more accurate). Log x axes when values span more than 20x,
+    with readable units (ms, s; kB, MB). Points are labelled directly where a label fits (:func:`place_labels`)."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     with style():
         ok = [p for p in points if p.score is not None and p.score.n and not math.isnan(p.score.mean)]
-        panels = [("train_seconds", "total train time", _seconds, 1.0), ("state_bytes", "strategy state after the last experience", _bytes, 1.0)]
+        panels = [("train_seconds", "total train time", _seconds, 1.0),
+                  ("state_bytes", "strategy state after the last experience", _bytes, 1.0)]
         if any(p.alloc_peak_mb is not None and p.alloc_peak_mb.n and p.alloc_peak_mb.mean > 0 for p in ok):
             panels.append(("alloc_peak_mb", "memory allocated while training (MiB)", _mib, 1.0))
         fig = _figure(SINGLE, 1.75 * len(panels) + 0.55 + 0.15 * _legend_rows(SINGLE, [p.name for p in ok]))
         axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
-        labelled: list[tuple["Axes", list[tuple[float, float, str]]]] = []
+        labelled: list[tuple["Axes", list[tuple[float, float, str, str]]]] = []
         for ax, (attr, label, fmt, scale) in zip(axes, panels):
             xs = np.array([getattr(p, attr).mean * scale if getattr(p, attr) is not None and getattr(p, attr).n else np.nan
                            for p in ok])
@@ -379,13 +395,15 @@ def cost_figure(title: str, points: Sequence[SeriesPoint], score_title: str, spr
             for p, xv, yv in zip(ok, xs, ys):
                 if not np.isfinite(xv):
                     continue
-                ex = _spread(getattr(p, attr), spread, scale)
-                xerr = [[min(ex, 0.99 * xv) if log else ex], [ex]] if ex > 0 else None
+                lo_x, hi_x = _range(getattr(p, attr), scale)
+                if log and lo_x <= 0:  # a zero has no place on a log axis: no lower whisker
+                    lo_x = xv
+                xerr = [[xv - lo_x], [hi_x - xv]] if hi_x > lo_x else None
                 ey = _spread(p.score, spread, 100)
                 ax.errorbar(xv, yv, xerr=xerr, yerr=ey if ey > 0 else None, fmt=p.style.marker, color=p.style.color,
                             ms=5, mfc=p.style.color, mec="black", mew=0.4, elinewidth=0.7, capsize=0, zorder=3)
-            ends = [(xv - min(_spread(getattr(p, attr), spread, scale), 0.99 * xv if log else np.inf),
-                     xv + _spread(getattr(p, attr), spread, scale)) for p, xv in zip(ok, xs) if np.isfinite(xv)]
+            ends = [(min(xv, lo) if (lo > 0 or not log) else xv, max(xv, hi))
+                    for (lo, hi), xv in ((_range(getattr(p, attr), scale), xv) for p, xv in zip(ok, xs)) if np.isfinite(xv)]
             front = pareto_front(xs, ys)
             if len(front) >= 2:
                 ax.step(xs[front], ys[front], where="post", linestyle="--", color="0.45", linewidth=0.8, zorder=2)
@@ -409,8 +427,8 @@ def cost_figure(title: str, points: Sequence[SeriesPoint], score_title: str, spr
             ax.set_xlabel(label)
             ax.set_ylabel(f"{score_title} (%)")
             ax.grid(alpha=0.3, linewidth=0.5, which="major")
-            labelled.append((ax, [(xv, yv, p.name) for p, xv, yv in zip(ok, xs, ys)]))
-        fig.suptitle(_wrap(f"{title}; whiskers: {spread_text}"))
+            labelled.append((ax, [(xv, yv, p.name, p.style.color) for p, xv, yv in zip(ok, xs, ys)]))
+        fig.suptitle(_wrap(f"{title}; whiskers: {spread_text} (accuracy), min–max (cost)"))
         handles = [Line2D([], [], linestyle="none", marker=p.style.marker, color=p.style.color, mfc=p.style.color, mec="black",
                           mew=0.4, ms=5) for p in ok]
         _legend_below(fig, handles, [p.name for p in ok])

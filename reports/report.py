@@ -189,8 +189,9 @@ def _benchmark_section(out: _Out, comp: Comparison, bench: Benchmark, spread: st
         out.figure(f"cost_{b}", f"{bench.title}: {head} against total train time and against the bytes the strategy keeps "
                    f"after the last experience (its model, buffers and statistics)"
                    + (", and against the memory it allocated while training above the process baseline" if alloc else "")
-                   + f"; markers = mean over seeds, whiskers = {spread_text}; dashed = Pareto front (no other strategy is "
-                   f"both cheaper and more accurate); log axes where values span more than 20x.{future}",
+                   + f"; markers = mean over seeds, accuracy whiskers = {spread_text}, cost whiskers = min–max over "
+                   f"seeds; dashed = Pareto front (no other strategy is both cheaper and more accurate); log axes where "
+                   f"values span more than 20x.{future}",
                    cost_figure(bench.title, points, head, spread, SHORT_BANDS[spread]))
 
 

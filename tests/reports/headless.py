@@ -31,7 +31,8 @@ MEASURE = """(() => {
   const out = {clientWidth: vw, innerWidth: window.innerWidth, scrollWidth: document.documentElement.scrollWidth,
                images: Array.from(document.images).map(i => [i.dataset.name || i.alt.slice(0, 40), i.complete, i.naturalWidth]),
                scrollers: [], outside: []};
-  const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ')[0] : '');
+  const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+                    + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ')[0] : '');
   for (const e of document.body.querySelectorAll('*')) {
     const ox = getComputedStyle(e).overflowX;
     if ((ox === 'auto' || ox === 'scroll') && e.scrollWidth > e.clientWidth + 1) out.scrollers.push(name(e));
