@@ -21,23 +21,49 @@ Data order: when the Avalanche class uses the template's default training loader
 by one that draws each epoch's order as ``torch.randperm(n, generator)`` from a generator seeded
 with the cell seed, the order clbench's native loop uses; so ``avalanche.Naive`` and ``finetune``
 with the same model, optimiser and seed see the same minibatches.
+
+What the adapter adds to Avalanche's own work, and how it is kept small (profiled with cProfile on
+permuted MNIST, MLP 2x1000, batch 256: fetching samples one by one through the Avalanche dataset was
+the only cost above the bare loop worth naming; the per-iteration plugin callbacks are a few
+microseconds, evaluation is clbench's loop):
+
+* **Training minibatches** (:class:`TensorBatches`): when nothing can have changed the training data
+  (the class keeps the template's ``train_dataset_adaptation`` and ``make_train_dataloader``, no plugin
+  adapts the dataset), the experience's tensors are moved to the device once and each minibatch is one
+  indexing operation in the order above, converted as the dataset's transform would (uint8 / 255).
+  Otherwise the Avalanche dataset is read through a DataLoader in the same order.
+* **A-GEM's reference batches**: Avalanche's ``AGEMPlugin`` reads ``sample_size // n_experiences``
+  samples of each experience's memory per step *sequentially* (its ``GroupBalancedInfiniteDataLoader``
+  has no shuffling; a group starts again at 0 when exhausted, its last batch shorter) through the
+  dataset, sample by sample. The adapter keeps Avalanche's memory selection and reads each memory
+  once into tensors on the device, then cuts the same batches by indexing: the same samples in the
+  same order, without the per-sample cost (256 samples per step).
+* **GEM's memory** is moved to the device once, instead of at every step.
+* Python's ``random`` and numpy's global generator, which some Avalanche plugins draw from (A-GEM's
+  memory selection uses ``random.shuffle``), are seeded from the cell seed and kept per strategy (the
+  global states are restored after each experience), so such runs repeat exactly.
+
+``precision: bfloat16`` runs the strategy's ``forward`` and ``criterion`` under autocast (a plugin's
+own extra passes, e.g. A-GEM's reference gradient, stay float32).
 """
 
 from __future__ import annotations
 
 import inspect
+import random
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
-from clbench.stream import StreamInfo, TrainView
+from clbench.stream import StreamInfo, TensorData, TrainView, as_float
 from clbench.constraints import problems
 from clbench.errors import UserError, unknown_name
 
 from .base import Strategy, tensor_bytes
-from .gradient import GradientStrategy
+from .gradient import GradientStrategy, ResidentData, autocast
 from .space import Choice, Float, Param
 
 # set by the adapter; the value tells the user what to write instead
@@ -98,6 +124,11 @@ def _clbench_keys() -> dict[str, Any]:
     return GradientStrategy.hyperparameters()
 
 
+#: the adapter's fast paths (tensor minibatches, A-GEM/GEM memory as device tensors); tests turn them off
+#: to compare with Avalanche's own data path
+FAST_PATHS = True
+
+
 class EpochPermutationSampler(torch.utils.data.Sampler[list[int]]):
     """Batches of ``torch.randperm(n, generator)`` per pass: the order of clbench's native loop."""
 
@@ -113,18 +144,148 @@ class EpochPermutationSampler(torch.utils.data.Sampler[list[int]]):
         return (self.n + self.batch_size - 1) // self.batch_size
 
 
-def _ordered_subclass(av_cls: type) -> type:
-    """``av_cls`` with its training loader drawing clbench's order (only if it uses the template's loader)."""
+class TensorBatches:
+    """``[x, y, task]`` minibatches of one experience, cut on the device in the order of :class:`EpochPermutationSampler`.
+
+    Each pass (epoch) draws ``torch.randperm(n, generator)``; ``x`` is converted as the adapter's
+    Avalanche dataset converts a sample (:func:`clbench.stream.as_float`), so the minibatches equal the
+    DataLoader's, element for element. Each pass also draws the one number a DataLoader iterator draws from
+    torch's global generator (its base seed), so a plugin drawing from that generator afterwards (GEM's
+    memory selection) gets the same numbers as with the DataLoader.
+    """
+
+    def __init__(self, data: TensorData, task_id: int, batch_size: int, generator: torch.Generator,
+                 device: torch.device) -> None:
+        self.data = ResidentData(data, device)
+        self.t = torch.full((len(data),), int(task_id), dtype=torch.int64, device=device)
+        self.batch_size, self.generator = batch_size, generator
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        torch.empty((), dtype=torch.int64).random_()  # what torch.utils.data's iterator draws (_base_seed)
+        d = self.data
+        order = d.order(self.generator)
+        for start in range(0, d.n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield [as_float(d.x[idx]), d.y[idx], self.t[idx]]
+
+    def __len__(self) -> int:
+        return (self.data.n + self.batch_size - 1) // self.batch_size
+
+
+def _is_default(obj: Any, name: str, *defaults: type) -> bool:
+    """Whether ``type(obj).<name>`` is absent or inherited unchanged from one of ``defaults``."""
+    fn = getattr(type(obj), name, None)
+    return fn is None or any(fn is getattr(d, name, None) for d in defaults)
+
+
+def data_untouched(av: Any) -> bool:
+    """Whether the training data of ``av`` is exactly the experience's (nothing can have adapted it)."""
+    from avalanche.core import BasePlugin, BaseSGDPlugin
     from avalanche.training.templates.base_sgd import BaseSGDTemplate
 
-    if getattr(av_cls, "make_train_dataloader", None) is not BaseSGDTemplate.make_train_dataloader:
-        return av_cls  # the strategy builds its own loader: keep it
+    if not _is_default(av, "train_dataset_adaptation", BaseSGDTemplate):
+        return False
+    hooks = ("before_train_dataset_adaptation", "after_train_dataset_adaptation")
+    return all(_is_default(p, h, BasePlugin, BaseSGDPlugin) for p in av.plugins for h in hooks)
 
-    def make_train_dataloader(self, num_workers: int = 0, shuffle: bool = True, **kwargs: Any) -> None:
-        sampler = EpochPermutationSampler(len(self.adapted_dataset), self.train_mb_size, self._clbench_generator)
-        self.dataloader = torch.utils.data.DataLoader(self.adapted_dataset, batch_sampler=sampler, num_workers=0)
 
-    return type(av_cls.__name__, (av_cls,), {"make_train_dataloader": make_train_dataloader, "__module__": av_cls.__module__})
+def _ordered_subclass(av_cls: type) -> type:
+    """``av_cls`` with clbench's training order and data path, and ``precision`` applied to forward/criterion.
+
+    The loader is replaced only if the class uses the template's; a strategy that builds its own keeps it.
+    """
+    from avalanche.training.templates.base_sgd import BaseSGDTemplate
+
+    attrs: dict[str, Any] = {"__module__": av_cls.__module__}
+
+    def forward(self):
+        with autocast(self.device, self._clbench_precision):
+            return av_cls.forward(self)
+
+    def criterion(self):
+        with autocast(self.device, self._clbench_precision):
+            return av_cls.criterion(self)
+
+    attrs.update(forward=forward, criterion=criterion)
+    if getattr(av_cls, "make_train_dataloader", None) is BaseSGDTemplate.make_train_dataloader:
+        def make_train_dataloader(self, num_workers: int = 0, shuffle: bool = True, **kwargs: Any) -> None:
+            data, task_id = self._clbench_data
+            if FAST_PATHS and data_untouched(self) and len(self.adapted_dataset) == len(data):
+                self.dataloader = TensorBatches(data, task_id, self.train_mb_size, self._clbench_generator, self.device)
+                return
+            sampler = EpochPermutationSampler(len(self.adapted_dataset), self.train_mb_size, self._clbench_generator)
+            self.dataloader = torch.utils.data.DataLoader(self.adapted_dataset, batch_sampler=sampler, num_workers=0)
+
+        attrs["make_train_dataloader"] = make_train_dataloader
+    return type(av_cls.__name__, (av_cls,), attrs)
+
+
+def _read_all(dataset: Any, device: torch.device) -> list[torch.Tensor]:
+    """Every item of an Avalanche dataset, in order, collated as its own loader would, on ``device``."""
+    collate = getattr(dataset, "collate_fn", None) or torch.utils.data.default_collate
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    return [b.to(device) for b in batch]
+
+
+class SequentialMemory:
+    """A-GEM's reference batches as Avalanche's ``GroupBalancedInfiniteDataLoader`` draws them, from tensors.
+
+    Group g (the memory of experience g, n_g samples) yields consecutive slices of ``per =
+    sample_size // n_groups`` indices 0.., the last one shorter, then starts again at 0 (a sequential
+    BatchSampler, re-created when exhausted); a reference batch is the groups' slices concatenated in
+    group order. A new group (after each experience) restarts every group at 0, as Avalanche builds a new
+    loader then.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.groups: list[list[torch.Tensor]] = []
+        self.cursor: list[int] = []
+        self.per = 0
+
+    def add(self, dataset: Any, sample_size: int) -> None:
+        self.groups.append(_read_all(dataset, self.device))
+        self.cursor = [0] * len(self.groups)
+        self.per = sample_size // len(self.groups)
+
+    def sample(self) -> list[torch.Tensor]:
+        parts: list[list[torch.Tensor]] = []
+        for g, group in enumerate(self.groups):
+            n = len(group[0])
+            start = self.cursor[g] if self.cursor[g] < n else 0
+            stop = min(start + self.per, n)
+            self.cursor[g] = stop
+            parts.append([field[start:stop] for field in group])
+        return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def _speed_up_plugins(av: Any, device: torch.device) -> None:
+    """Tensor memories for Avalanche's A-GEM and GEM plugins (same samples, same order; see the module docstring)."""
+    from avalanche.training.plugins.agem import AGEMPlugin
+    from avalanche.training.plugins.gem import GEMPlugin
+
+    for plugin in av.plugins:
+        if type(plugin) is AGEMPlugin:
+            memory = SequentialMemory(device)
+            original = plugin.update_memory
+
+            def update_memory(dataset, num_workers=0, _plugin=plugin, _memory=memory, _original=original, **kwargs):
+                _original(dataset, num_workers=num_workers, **kwargs)
+                _memory.add(_plugin.buffers[-1], _plugin.sample_size)
+
+            plugin.update_memory = update_memory
+            plugin.sample_from_memory = memory.sample
+            plugin._clbench_memory = memory
+        elif type(plugin) is GEMPlugin:
+            original = plugin.update_memory
+
+            def update_memory(dataset, t, batch_size, _plugin=plugin, _original=original):
+                _original(dataset, t, batch_size)
+                for store in (_plugin.memory_x, _plugin.memory_y, _plugin.memory_tid):
+                    if t in store:
+                        store[t] = store[t].to(device)
+
+            plugin.update_memory = update_memory
 
 
 class AvalancheStrategy(GradientStrategy):
@@ -150,6 +311,13 @@ class AvalancheStrategy(GradientStrategy):
         except (TypeError, ValueError, AssertionError) as exc:
             raise UserError(f"avalanche.{self.avalanche_name} rejected its arguments {sorted(av_kw)}: {exc}") from None
         self.av._clbench_generator = self.generator
+        self.av._clbench_precision = self.precision
+        self.av._clbench_data = None
+        # Python's and numpy's global generators, as plugins draw from them, kept per strategy (seeded by the cell)
+        self._py_random = random.Random(seed).getstate()
+        self._np_random = np.random.RandomState(seed).get_state()
+        if FAST_PATHS:
+            _speed_up_plugins(self.av, self.device)
 
     @classmethod
     def avalanche_class(cls) -> type:
@@ -202,13 +370,24 @@ class AvalancheStrategy(GradientStrategy):
         av_exp = DatasetExperience(dataset=to_avalanche_dataset(exp.train.raw, exp.task_id), current_experience=exp.index)
         av_exp = with_task_labels(av_exp)
         av_exp.classes_in_this_experience = set(exp.classes)
-        self.av.train(av_exp, eval_streams=[])
+        self.av._clbench_data = (exp.train.raw, exp.task_id)
+        outer_py, outer_np = random.getstate(), np.random.get_state()
+        random.setstate(self._py_random)
+        np.random.set_state(self._np_random)
+        try:
+            self.av.train(av_exp, eval_streams=[])
+        finally:
+            self._py_random, self._np_random = random.getstate(), np.random.get_state()
+            random.setstate(outer_py)
+            np.random.set_state(outer_np)
+            self.av._clbench_data = None
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         model = self.av.model
         model.eval()
-        return model(x.to(self.device))
+        with autocast(self.device, self.precision):
+            return model(x.to(self.device)).float()
 
     def state_bytes(self) -> int:
         """The model plus any tensors an Avalanche plugin keeps as attributes (best effort)."""

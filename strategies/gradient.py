@@ -1,14 +1,22 @@
-"""The minibatch-gradient strategy template shared by finetune, replay, joint and the regularisers."""
+"""The minibatch-gradient strategy template shared by finetune, replay, joint and the regularisers.
+
+Device path: the data of an experience is moved to the strategy's device once (:class:`ResidentData`) and
+minibatches are cut there by indexing; each epoch's order is ``torch.randperm(n, generator)`` drawn on the
+CPU from the strategy's generator, so a run on a GPU sees the same minibatches as on the CPU. No DataLoader.
+``precision: bfloat16`` runs the forward pass and the loss under ``torch.autocast`` (bfloat16 on the device);
+parameters, gradients and optimiser state stay float32. The default ``float32`` changes nothing.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
-from clbench.stream import StreamInfo, TensorData, TrainView
+from clbench.stream import StreamInfo, TensorData, TrainView, as_float
 from clbench.constraints import Boolean, Interval, ListOf, Options
 from clbench.errors import CellFailure
 
@@ -17,6 +25,45 @@ from .models import MODELS, build_model
 from .space import Choice, Float, Int
 
 OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("float32", "bfloat16")
+
+
+class ResidentData:
+    """An experience's training data moved to ``device`` once, cut into minibatches there.
+
+    Inputs stay in their stored form on the device (uint8 images: 4x less memory) and are converted per
+    minibatch with :func:`clbench.stream.as_float`, the conversion of :meth:`TensorData.batches`. The
+    order of an epoch is ``torch.randperm(n, generator=generator)`` with the strategy's CPU generator
+    (then moved to the device), so every device sees the minibatches of a CPU run, in the same order.
+    On the CPU nothing is copied.
+    """
+
+    def __init__(self, data: TensorData, device: torch.device) -> None:
+        self.n = len(data)
+        self.device = device
+        self.x = data.x.to(device)
+        self.y = data.y.to(device)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        """One epoch's order: drawn on the CPU from ``generator``, then placed on the device."""
+        order = torch.randperm(self.n, generator=generator)
+        return order if self.device.type == "cpu" else order.to(self.device, non_blocking=True)
+
+    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order(generator)
+        for start in range(0, self.n, batch_size):
+            idx = order[start : start + batch_size]
+            yield as_float(self.x[idx]), self.y[idx]
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` on ``device`` (a no-op context for float32)."""
+    if precision == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 class GradientStrategy(Strategy):
@@ -38,18 +85,21 @@ class GradientStrategy(Strategy):
         "optimizer": Options(*OPTIMIZERS), "momentum": Interval(float, 0, 1, "left"), "weight_decay": Interval(float, 0),
         "model": Options(*MODELS), "hidden": ListOf(Interval(int, 1)), "dropout": Interval(float, 0, 1, "left"),
         "batchnorm": Boolean(), "width": Interval(int, 1), "reset_optimizer": Boolean(),
+        "precision": Options(*PRECISIONS),
     }
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", lr: float = 0.01, epochs: int = 1,
                  batch_size: int = 64, optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
                  model: str = "auto", hidden: Sequence[int] = (1000, 1000), dropout: float = 0.0,
-                 batchnorm: bool = False, width: int = 20, reset_optimizer: bool = False) -> None:
+                 batchnorm: bool = False, width: int = 20, reset_optimizer: bool = False,
+                 precision: str = "float32") -> None:
         super().__init__(info, seed=seed, device=device)
         self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
         self.optimizer_name, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
         self.model_spec = dict(kind=model, input_shape=info.input_shape, n_classes=info.n_classes,
                                hidden=tuple(hidden), dropout=dropout, batchnorm=batchnorm, width=width)
         self.reset_optimizer = reset_optimizer
+        self.precision = precision
         self.generator = torch.Generator().manual_seed(seed)
         self.model = build_model(**self.model_spec).to(self.device)
         self.optimizer = self.make_optimizer()
@@ -105,18 +155,20 @@ class GradientStrategy(Strategy):
         """
         self.model.train()
         mean_ce = float("nan")
+        resident = ResidentData(data, self.device)  # moved once; minibatches cut on the device
         for epoch in range(self.epochs):
             total = torch.zeros((), device=self.device)
             ce_sum = torch.zeros((), device=self.device)
             n = 0
-            for x, y in data.batches(self.batch_size, shuffle=True, generator=self.generator, device=self.device):
-                logits = self.model(x)
-                loss = self.loss(x, y, logits)
+            for x, y in resident.batches(self.batch_size, self.generator):
+                with autocast(self.device, self.precision):
+                    logits = self.model(x)
+                    loss = self.loss(x, y, logits)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 total += loss.detach()
-                ce_sum += F.cross_entropy(logits.detach(), y) * len(y)
+                ce_sum += F.cross_entropy(logits.detach().float(), y) * len(y)
                 n += len(y)
             if not torch.isfinite(total):
                 raise CellFailure(f"training diverged: non-finite loss at experience {exp_index}, epoch {epoch}; "
@@ -132,7 +184,8 @@ class GradientStrategy(Strategy):
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return self.model(x.to(self.device))
+        with autocast(self.device, self.precision):
+            return self.model(x.to(self.device)).float()
 
     def state_bytes(self) -> int:
         return tensor_bytes(self.model)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +14,7 @@ from clbench.benchmarks.avalanche_interop import as_avalanche_benchmark, stream_
 from clbench.benchmarks.registry import build_stream  # noqa: E402
 from clbench.errors import UserError  # noqa: E402
 from clbench.protocols.config import parse_config  # noqa: E402
+from clbench.strategies import avalanche_adapter as adapter  # noqa: E402
 from clbench.strategies.registry import resolve_strategy  # noqa: E402
 from helpers import run_cell
 
@@ -22,7 +26,8 @@ def run(name: str, stream, seed: int = 0, **hp):
     return strategy, torch.tensor(result.accuracy, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("hp", [{}, {"optimizer": "adam", "lr": 0.002}, {"optimizer": "sgd", "momentum": 0.9, "lr": 0.01}])
+@pytest.mark.parametrize("hp", [{}, {"optimizer": "adam", "lr": 0.002}, {"optimizer": "sgd", "momentum": 0.9, "lr": 0.01},
+                                {"precision": "bfloat16"}])
 def test_avalanche_naive_equals_finetune(permuted, hp):
     """Same model, optimiser, seed and data order: Avalanche's loop and clbench's give the same R."""
     _, ft = run("finetune", permuted, **hp)
@@ -88,3 +93,37 @@ def test_as_avalanche_benchmark_round_trip(data_root):
                 x, y = getattr(a, split), getattr(b, split)
                 assert torch.equal(x.float_x(), y.x) and torch.equal(x.y, y.y)
             assert set(a.classes) == set(b.classes)
+
+
+@pytest.mark.parametrize("name,hp", [
+    ("avalanche.Naive", {}),
+    ("avalanche.AGEM", {"patterns_per_exp": 30, "sample_size": 40}),  # 20 per group: batches wrap around
+    ("avalanche.GEM", {"patterns_per_exp": 40, "memory_strength": 0.5}),
+])
+def test_fast_paths_change_nothing(permuted, monkeypatch, name, hp):
+    """Tensor minibatches and tensor memories give the accuracy matrix of Avalanche's own data path, exactly."""
+    calls = []
+    original = adapter.TensorBatches.__iter__
+    monkeypatch.setattr(adapter.TensorBatches, "__iter__", lambda self: (calls.append(1), original(self))[1])
+    s, fast = run(name, permuted, **hp)
+    assert len(calls) == 3 * TINY["epochs"]  # the fast path trained every epoch
+    if name == "avalanche.AGEM":
+        (memory,) = [p._clbench_memory for p in s.av.plugins if hasattr(p, "_clbench_memory")]
+        assert len(memory.groups) == 3 and len(memory.groups[0][0]) == 30 and memory.per == 13
+    monkeypatch.setattr(adapter, "FAST_PATHS", False)
+    _, slow = run(name, permuted, **hp)
+    assert len(calls) == 3 * TINY["epochs"]  # not used this time
+    assert torch.equal(fast, slow), (fast, slow)
+
+
+def test_agem_repeats_and_leaves_the_global_generators_alone(permuted):
+    """A-GEM picks its memory with random.shuffle: the adapter seeds that from the cell seed, per strategy."""
+    random.seed(11)
+    np.random.seed(11)
+    py, npy = random.getstate(), np.random.get_state()
+    hp = {"patterns_per_exp": 30, "sample_size": 40}
+    _, a = run("avalanche.AGEM", permuted, **hp)
+    _, b = run("avalanche.AGEM", permuted, **hp)
+    _, c = run("avalanche.AGEM", permuted, seed=1, **hp)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert random.getstate() == py and all(np.array_equal(u, v) for u, v in zip(np.random.get_state(), npy))
