@@ -22,7 +22,8 @@ that a tuning study can pay for the first part once and for the second part per 
 the solve (ranpac's ``ridge`` when it is fixed, slda's ``shrinkage``, fecam's ``gamma1``/``gamma2``) exposes
 
 * ``solver_state()``: called after ``train_experience``; a snapshot of what the solve needs at this point of
-  the stream (statistics, or the eigendecomposition for ranpac), independent of later training;
+  the stream, independent of later training (ranpac: ``solver_state(factor=True)`` the eigendecomposition,
+  ``factor=False`` a copy of (G, Q) re-solved by Cholesky; slda, fecam: the class statistics);
 * ``resolve(state, **params)``: puts the head in the state it would have after the same experiences had it
   been trained with ``params`` (only names in ``retunable``), without seeing data.
 
@@ -85,13 +86,14 @@ def symmetrize_upper(A: np.ndarray) -> np.ndarray:
     return np.triu(A) + np.triu(A, 1).T
 
 
-def eigh_psd(A_upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def eigh_psd(A_upper: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecomposition A = V diag(s) V^T of a positive semi-definite matrix given by its upper triangle.
 
-    LAPACK ``syevd`` through torch (MKL); eigenvalues below 0 (rounding) are set to 0, since A is PSD.
+    LAPACK ``dsyevd`` (divide and conquer) through scipy; eigenvalues below 0 (rounding) are set to 0, since
+    A is PSD. ``overwrite`` lets LAPACK destroy A (saves one M x M copy).
     """
-    s, V = torch.linalg.eigh(torch.from_numpy(np.asarray(A_upper, dtype=np.float64)), UPLO="U")
-    return np.maximum(s.numpy(), 0.0), V.numpy()
+    s, V = scipy.linalg.eigh(A_upper, lower=False, driver="evd", overwrite_a=overwrite, check_finite=False)
+    return np.maximum(s, 0.0), V
 
 
 def solve_shifted(A_upper: np.ndarray, B: np.ndarray, shift: float) -> np.ndarray:
@@ -144,7 +146,7 @@ class EigenRidge:
         """The cheaper form for rows X (N, M) and targets Y (N, C): dual when N < M, primal otherwise."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.shape[0] < X.shape[1]:
-            s, U = eigh_psd(kernel_upper(X))
+            s, U = eigh_psd(kernel_upper(X), overwrite=True)
             return cls(s, U, U.T @ Y, rows=X)
         return cls.from_gram(gram_upper(X), X.T @ Y)
 

@@ -97,16 +97,21 @@ class RanPAC(Resolvable, FrozenFeatureStrategy):
         self.observe_labels(y)
 
     # ---- re-solving from a snapshot (issue 16: a tuning study pays the Gram and the factor once)
-    def solver_state(self) -> Snapshot:
-        """The eigendecomposition of the current G (one M x M ``eigh``) and the seen classes."""
-        return Snapshot(self.stats.factor(), self.seen.clone())
+    def solver_state(self, factor: bool = True) -> Snapshot:
+        """What a re-solve needs after the experiences so far, and the seen classes.
+
+        ``factor=True``: the eigendecomposition of the current G (one M x M ``eigh`` now; each re-solve then
+        costs M^2 C flops). ``factor=False``: a copy of (G, Q) (each re-solve is then one Cholesky
+        factorisation, M^3/3 flops); cheaper when few values will be tried.
+        """
+        return Snapshot(self.stats.factor() if factor else self.stats.copy(), self.seen.clone())
 
     def resolve(self, state: Snapshot, **params) -> None:
-        """W_o = (G + ridge I)^{-1} Q from the snapshot's eigendecomposition (M^2 C flops)."""
+        """W_o = (G + ridge I)^{-1} Q from the snapshot (eigendecomposition or statistics)."""
         self._check_retunable(params)
-        factor: EigenRidge = state.data
+        data: EigenRidge | RidgeStatistics = state.data
         self.ridge = float(params.get("ridge", self.ridge))
-        self.W_o = factor.solve(self.ridge)
+        self.W_o = data.solve(self.ridge)
         self.seen = state.seen.clone()
 
     @torch.inference_mode()

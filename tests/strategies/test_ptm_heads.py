@@ -171,17 +171,18 @@ def test_ranpac_resolve_from_snapshots_equals_training_with_that_lambda():
     states = []
     for exp in stream:
         fitted.train_experience(exp.train_view())
-        states.append(fitted.solver_state())
+        states.append((fitted.solver_state(), fitted.solver_state(factor=False)))
     fresh = RanPAC(stream.info, seed=1, projection_dim=40, ridge=3e-2)
-    for exp, state in zip(stream, states):
+    for exp, pair in zip(stream, states):
         fresh.train_experience(exp.train_view())
-        fitted.resolve(state, ridge=3e-2)
-        assert _rel(fitted.W_o, fresh.W_o) < 1e-8
-        assert torch.equal(fitted.predict(stream[0].test.x).argmax(1), fresh.predict(stream[0].test.x).argmax(1))
+        for state in pair:  # from the eigendecomposition, and from the statistics (Cholesky)
+            fitted.resolve(state, ridge=3e-2)
+            assert _rel(fitted.W_o, fresh.W_o) < 1e-8
+            assert torch.equal(fitted.predict(stream[0].test.x).argmax(1), fresh.predict(stream[0].test.x).argmax(1))
     auto = RanPAC(stream.info, seed=1, projection_dim=40)
     assert auto.retunable == ()
     with pytest.raises(UserError, match="cannot re-solve"):
-        auto.resolve(states[0], ridge=1.0)
+        auto.resolve(states[0][0], ridge=1.0)
 
 
 def test_ranpac_is_deterministic_for_a_seed():
