@@ -36,6 +36,8 @@ SEES_FUTURE_NOTE = (f"{SEES_FUTURE_MARK} the strategy was given the unlabelled t
                     f"comparable with methods that see only the past.")
 #: record keys the stream description gains from a strategy's unlabelled-data request (not part of the stream itself)
 _REQUEST_KEYS = ("unlabelled", "sees_future", "samples")
+#: stream params that say how a strategy sees the same samples (frozen features), not which samples
+_VIEW_KEYS = ("backbone", "feature_cache_hit")
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,13 @@ def _canonical(entry: Any) -> str:
 
 
 def stream_key(rec: CellRecord) -> str:
-    """What a paired test pairs on: the stream (classes, order, permutations, seed), not what a strategy asked for."""
-    return json.dumps({k: v for k, v in (rec.stream or {}).items() if k not in _REQUEST_KEYS}, sort_keys=True, default=str)
+    """What a paired test pairs on: the stream (classes, order, permutations, seed), not what a strategy asked for
+    (unlabelled data) nor how it sees the inputs (``params.backbone``: frozen features of the same samples; whether
+    they came from the feature cache)."""
+    stream = {k: v for k, v in (rec.stream or {}).items() if k not in _REQUEST_KEYS}
+    if isinstance(stream.get("params"), dict):
+        stream["params"] = {k: v for k, v in stream["params"].items() if k not in _VIEW_KEYS}
+    return json.dumps(stream, sort_keys=True, default=str)
 
 
 def sees_future(rec: CellRecord) -> bool:

@@ -21,6 +21,7 @@ th { background: #f2f2f2; font-weight: 600; }
 th.group { text-align: center; border-bottom: 1px solid #666; }
 td.label, th.label { text-align: left; overflow-wrap: anywhere; }
 td.num { white-space: nowrap; }
+table.wide { font-size: .78em; }
 div.table { overflow-x: auto; margin-bottom: 1.2em; }
 td.best { font-weight: bold; background: #e6f4e6; }
 td.second { text-decoration: underline; }
@@ -61,7 +62,8 @@ def _table_html(t: Table) -> str:
             cells.append(f'<td class="{" ".join(kinds)}">{html.escape(v)}</td>')
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     notes = "".join(f'<p class="tnote">{html.escape(n)}</p>' for n in t.notes)
-    return (f'<div class="table"><table id="table-{html.escape(t.name)}"><caption>{html.escape(t.caption)}</caption>'
+    wide = ' class="wide"' if len(t.columns) > 11 else ""
+    return (f'<div class="table"><table id="table-{html.escape(t.name)}"{wide}><caption>{html.escape(t.caption)}</caption>'
             f"<thead>{''.join(rows_head)}</thead><tbody>{''.join(body)}</tbody></table>{notes}</div>")
 
 

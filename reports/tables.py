@@ -122,7 +122,9 @@ def main_table(comp: Comparison, spread: str, metrics: Sequence[str] | None = No
                f"(compared as printed). ACC = mean accuracy over experiences after the last one; AIA = mean over steps "
                f"of the accuracy on all seen test data; A_last = accuracy on all seen test data after the last "
                f"experience (sample-weighted; the headline on blurry streams, where ACC averages experiences of very "
-               f"different sizes). — = not run." + (f" Benchmarks: {names}." if names else ""))
+               f"different sizes); A_auc = mean accuracy on the seen classes' test data measured every eval_period "
+               f"training samples (strategies evaluated during experiences only). — = not run, or not measured."
+               + (f" Benchmarks: {names}." if names else ""))
     notes = [SEES_FUTURE_NOTE] if any_future else []
     frame = pd.DataFrame(data, columns=["strategy", "benchmark", "benchmark_title", "metric", "mean", "std", "ci95", "min",
                                         "max", "seeds", "failed", "sees_future", "best", "second"])
@@ -151,8 +153,8 @@ def summary_table(comp: Comparison, bench: Benchmark, spread: str) -> Table:
     accs = bench_metrics(bench, series)
     keys = accs + [k for k in SUMMARY_METRICS if k not in accs and _shown(series, k)]
     head = bench.headline
-    columns = ["Strategy", "seeds", "failed"] + [METRICS[k].title for k in keys] + ["p vs best (t)", "p vs best (W)"]
-    first = 3
+    columns = ["Strategy", "seeds ok"] + [METRICS[k].title for k in keys] + ["p vs best (t)", "p vs best (W)"]
+    first = 2
     aggs = {k: [s.agg(k) for s in series] for k in CSV_METRICS}
     best: set[tuple[int, int]] = set()
     second: set[tuple[int, int]] = set()
@@ -167,7 +169,7 @@ def summary_table(comp: Comparison, bench: Benchmark, spread: str) -> Table:
     undefined = False
     for r, s in enumerate(series):
         n_ok = len(s.ok_cells)
-        row = [comp.label(s), str(n_ok), str(len(s.failed_cells))]
+        row = [comp.label(s), f"{n_ok}/{len(s.cells)}"]
         rec: dict[str, Any] = {"benchmark": bench.label, "strategy": comp.label(s, mark=False), "runs": "+".join(s.runs),
                                "seeds_ok": n_ok, "failed": len(s.failed_cells), "sees_future": s.sees_future}
         for k in keys:
@@ -199,7 +201,8 @@ def summary_table(comp: Comparison, bench: Benchmark, spread: str) -> Table:
         if n_ok == 0:
             failed_rows.add(r)
     notes = ([P_UNDEFINED_NOTE] if undefined else []) + ([SEES_FUTURE_NOTE] if any(s.sees_future for s in series) else [])
-    caption = (f"{bench.title}: {spread_note(spread)}; no ± with one seed; accuracies in %; best per column in bold, "
+    caption = (f"{bench.title}: {spread_note(spread)}; no ± with one seed; seeds ok = finished / recorded cells; "
+               f"accuracies in %; best per column in bold, "
                f"second underlined (higher accuracy/BWT/FWT, lower forgetting, time, memory). State = bytes the strategy "
                f"keeps after the last experience; alloc. peak = memory it allocated while training above the process "
                f"baseline. p vs best: paired t-test (t) and exact Wilcoxon signed-rank test (W) on "
@@ -260,7 +263,8 @@ def ranking(comp: Comparison) -> tuple[Ranking | None, list[tuple[str, str]], st
     ranking (or None), the strategies left out with why, and why there is no ranking ("" when there is one).
     """
     benches = [b for b in comp.benchmarks if any(s.ok_cells for s in comp.bench_series(b.key))]
-    metric = "A_last (blurry streams) / ACC" if any(b.blurry for b in benches) else "ACC"
+    blurry = [b.blurry for b in benches]
+    metric = "A_last" if blurry and all(blurry) else "A_last (blurry streams) / ACC" if any(blurry) else "ACC"
     left: list[tuple[str, str]] = []
     if len(benches) >= 2:
         common = []

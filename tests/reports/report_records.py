@@ -21,7 +21,8 @@ from clbench.results import cell_id
 def record(bench: str, strategy: str, seed: int, R: np.ndarray | None, *, bench_entry: dict | None = None,
            strat_entry: dict | None = None, test_sizes: list[int] | None = None, error: str = "",
            stream_params: dict | None = None, stream_extra: dict | None = None, train_seconds: float = 1.0,
-           state_bytes: int = 2**20, alloc_mb: float = 0.0, scenario: str = "class-il") -> dict[str, Any]:
+           state_bytes: int = 2**20, alloc_mb: float = 0.0, scenario: str = "class-il",
+           anytime: list[list[float]] | None = None) -> dict[str, Any]:
     """One cell record (ok when ``R`` is given, failed otherwise). ``bench``/``strategy`` are the labels; the
     entries (as a config holds them, default ``{"name": label}``) get a ``label`` key when it differs from the name."""
     bench_entry = dict(bench_entry or {"name": bench})
@@ -47,8 +48,8 @@ def record(bench: str, strategy: str, seed: int, R: np.ndarray | None, *, bench_
         R = np.asarray(R, dtype=float)
         per = [train_seconds / T] * T
         rec.update(accuracy=R.tolist(), train_seconds=per, eval_seconds=[0.01] * T, peak_memory_mb=[800.0] * T,
-                   alloc_peak_mb=[alloc_mb] * T, state_bytes=[state_bytes] * T)
-        m = summary_metrics(R, test_sizes)
+                   alloc_peak_mb=[alloc_mb] * T, state_bytes=[state_bytes] * T, anytime=anytime or [])
+        m = summary_metrics(R, test_sizes, anytime=anytime or ())
         rec["metrics"] = {**m, "train_seconds": float(sum(per)), "peak_memory_mb": 800.0, "alloc_peak_mb": alloc_mb,
                           "state_bytes": float(state_bytes)}
     return rec
@@ -100,9 +101,11 @@ def wide_comparison(tmp_path: Path) -> tuple[Path, Path]:
                 base = 0.3 + 0.08 * si - 0.05 * bi + 0.01 * seed
                 extra = {"unlabelled": "all_experiences_unlabelled", "sees_future": True, "samples": 10} if s.startswith("kvb") else None
                 params = {"blurry": {"blurry_ratio": 0.1}} if bench.startswith("blurry") else None
+                anytime = [[100, base], [200, base + 0.05]] if params else None  # A_auc on the blurry stream
                 target.append(record(bench, s, seed, lower_triangular([min(base, 0.99), 0.7, 0.95]), stream_extra=extra,
                                      stream_params=params, test_sizes=[300, 50, 50] if params else None,
-                                     train_seconds=10 ** (si % 4 - 1), state_bytes=2 ** (10 + si)))
+                                     train_seconds=10 ** (si % 4 - 1), state_bytes=2 ** (10 + si), alloc_mb=0.5 * si + 0.1 * seed,
+                                     anytime=anytime))
     a = write_run(tmp_path / "runs" / "baselines_on_three_benchmarks", recs_a)
     b = write_run(tmp_path / "runs" / "plugins_versus_baselines_second_machine", recs_b)
     tune = {"objective": "acc", "strategies": [{"strategy": n, "phase1_score": 0.5, "phase2_score": 0.4 + 0.01 * i,

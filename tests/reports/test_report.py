@@ -126,7 +126,7 @@ def test_failed_cells_reported_as_failed_not_zero(run_dir, report_dir):
         md_row = next(line for line in (report_dir / "tables" / f"summary_{b}.md").read_text().splitlines()
                       if line.startswith("| diverging"))
         cols = [c.strip() for c in md_row.strip("|").split("|")]
-        assert cols[3] == "failed" and cols[4] == "failed", cols  # ACC and AIA columns say failed
+        assert cols[1] == "0/2" and cols[2] == "failed" and cols[3] == "failed", cols  # ACC and AIA columns say failed
         assert "0.00" not in md_row
     failed = pd.read_csv(report_dir / "tables" / "failed_cells.csv")
     assert len(failed) == 4 and set(failed.strategy) == {"diverging"} and (failed.status == "failed").all()
@@ -137,8 +137,7 @@ def test_failed_cells_reported_as_failed_not_zero(run_dir, report_dir):
     left = ranks[ranks.strategy == "diverging"].left_out.iloc[0]
     assert "every cell failed" in left  # and the ranking says why it is left out
     html = (report_dir / "report.html").read_text()
-    assert ('<tr class="failed"><td class="label">diverging</td><td class="num">0</td><td class="num">2</td>'
-            '<td class="num">failed</td>') in html
+    assert '<tr class="failed"><td class="label">diverging</td><td class="num">0/2</td><td class="num">failed</td>' in html
     assert "FAILED" in html
 
 

@@ -67,8 +67,9 @@ def test_summary_table_mean_spread_best_and_paired_p_on_hand_made_results(tmp_pa
     assert df.loc["b", "p_vs_best_wilcoxon"] == pytest.approx(stats.wilcoxon(np.subtract(accs["b"], accs["a"])).pvalue)
     row_a = table.rows[0]
     v = 100 * np.array(accs["a"])
-    assert row_a[3] == f"{v.mean():.2f} ± {stats.t.ppf(0.975, 2) * stats.sem(v):.2f}"
-    assert (0, 3) in table.best and (1, 3) in table.second and "95% CI over seeds" in table.caption
+    assert row_a[1] == "3/3" and table.rows[1][1] == "3/4"
+    assert row_a[2] == f"{v.mean():.2f} ± {stats.t.ppf(0.975, 2) * stats.sem(v):.2f}"
+    assert (0, 2) in table.best and (1, 2) in table.second and "95% CI over seeds" in table.caption
     # the state-bytes column is shown in MiB: seeds 0..2 keep 1, 2, 3 MiB, mean 2
     assert df.loc["a", "state_mib_mean"] == pytest.approx(2.0)
     # the process RSS peak is in the CSV but not shown: it measures the process, not the strategy

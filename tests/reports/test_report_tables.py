@@ -198,3 +198,18 @@ def test_every_number_with_plus_minus_says_what_it_is(tmp_path):
         for f in (b for b in out.blocks if isinstance(b, FigureRef)):
             if re.search(r"whiskers|band", f.caption):
                 assert re.search(r"(whiskers|band) = (std|95% CI|min–max)", f.caption), f.caption
+
+
+def test_frozen_feature_cells_pair_with_raw_input_cells_of_the_same_stream(tmp_path):
+    """A strategy on frozen features sees the same samples in the same order: its seeds pair with a raw-input one."""
+    recs = []
+    for seed in range(3):
+        recs.append(record("t", "finetune", seed, lower_triangular([0.2, 0.3, 0.9 - 0.01 * seed])))
+        recs.append(record("t", "nmc", seed, lower_triangular([0.8, 0.85, 0.9 - 0.03 * seed]),
+                           stream_params={"backbone": "flatten", "feature_cache_hit": seed % 2 == 0}))
+    comp = build_comparison([load_run(write_run(tmp_path / "mix", recs))], ReportOptions())
+    pw = pairwise_table(comp, comp.benchmarks[0])
+    assert pw is not None and pw.rows[0][2] == "3"
+    a = [np.mean(r["accuracy"][-1]) for r in recs if r["strategy"] == "finetune"]
+    b = [np.mean(r["accuracy"][-1]) for r in recs if r["strategy"] == "nmc"]
+    assert pw.data.p_t[0] == pytest.approx(stats.ttest_rel(a, b).pvalue)
