@@ -43,12 +43,21 @@ def correlation(cov: np.ndarray) -> np.ndarray:
 
 
 def precision_factor(A: np.ndarray) -> tuple[str, np.ndarray]:
-    """A way to evaluate z^T pinv(A) z for symmetric A: ("chol", L) with A = L L^T when A is positive
-    definite (then pinv(A) = A^{-1} and z^T A^{-1} z = ||L^{-1} z||^2), else ("pinv", pinvh(A))."""
+    """A way to evaluate z^T pinv(A) z for symmetric PSD A: ("chol", L) with A = L L^T when A is numerically
+    positive definite (then pinv(A) = A^{-1} and z^T A^{-1} z = ||L^{-1} z||^2), else ("pinv", pinvh(A)).
+
+    Numerically definite: Cholesky succeeds and every pivot L_ii^2 exceeds d eps max_i A_ii (pinvh's cutoff
+    scale); a singular A (e.g. an unshrunk covariance with a constant or repeated feature) can pass Cholesky
+    with rounding-sized pivots, whose inverse would blow the distances up.
+    """
+    d = A.shape[0]
     try:
-        return "chol", scipy.linalg.cholesky(A, lower=True, check_finite=False)
+        L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
+        if float(np.min(np.diagonal(L)) ** 2) > d * np.finfo(float).eps * float(np.max(np.diagonal(A))):
+            return "chol", L
     except np.linalg.LinAlgError:
-        return "pinv", scipy.linalg.pinvh(A)
+        pass
+    return "pinv", scipy.linalg.pinvh(A)
 
 
 def squared_mahalanobis(Z: np.ndarray, factor: tuple[str, np.ndarray]) -> np.ndarray:
@@ -204,7 +213,18 @@ class FeCAM(Resolvable, FrozenFeatureStrategy):
         z = self._test_features(f)
         mu = self.prototypes()
         out = np.full((f.shape[0], self.info.n_classes), np.inf)
-        for k in np.flatnonzero(self.seen.numpy()):
+        seen = np.flatnonzero(self.seen.numpy())
+        if self.scatter is None:  # one matrix: whiten z and the centres once, then ||a - b||^2
+            kind, M = self._factor(-1)
+            if kind == "chol":
+                a = scipy.linalg.solve_triangular(M, z.T, lower=True, check_finite=False).T
+                b = scipy.linalg.solve_triangular(M, mu[seen].T, lower=True, check_finite=False).T
+                out[:, seen] = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :]
+            else:
+                zp, mp = z @ M, mu[seen] @ M
+                out[:, seen] = (zp * z).sum(1)[:, None] - 2 * z @ mp.T + (mp * mu[seen]).sum(1)[None, :]
+            return np.maximum(out, 0.0)
+        for k in seen:
             out[:, k] = squared_mahalanobis(z - mu[k], self._factor(int(k)))
         return out
 

@@ -344,8 +344,24 @@ def test_fecam_distances_equal_scipy_mahalanobis_with_the_same_inverse(relu):
         np.testing.assert_allclose(np.sqrt(ours[:, k]), ref, rtol=1e-4)
 
 
-def test_fecam_common_covariance_recursion():
+def _check_common_distances(s: FeCAM, stream, t: int, cov: np.ndarray) -> None:
+    x, y = _seen_so_far(stream, t)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    test = stream[0].test.x.double().numpy()[:20]
+    z = test / np.linalg.norm(test, axis=1, keepdims=True)
+    VI = np.linalg.pinv(cov)
+    ours = -s.predict(torch.from_numpy(test).float()).double().numpy()
+    for k in np.unique(y):
+        ref = [scipy.spatial.distance.mahalanobis(zi, xn[y == k].mean(0), VI) for zi in z]
+        np.testing.assert_allclose(np.sqrt(ours[:, k]), ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("singular", [False, True])
+def test_fecam_common_covariance_recursion(singular):
     stream = _stream(n=900, d=6, k=6, n_exp=3)
+    if singular:  # a repeated feature: the unshrunk Sigma_1 is singular, so the distance needs the pseudo-inverse
+        stream = stream.with_experiences([type(e)(e.index, e.task_id, e.classes, _dup(e.train), _dup(e.test), e.info)
+                                          for e in stream])
     s = FeCAM(stream.info, covariance="common", gamma1=1.0, gamma2=1.0, tukey="off")
     cov = None
     seen: set[int] = set()
@@ -358,15 +374,14 @@ def test_fecam_common_covariance_recursion():
         r = k_old / len(seen)
         cov = c_t if cov is None else r * cov + (1 - r) * _shrink_ref(c_t, 1.0, 1.0)
         np.testing.assert_allclose(s.common, cov, rtol=1e-9, atol=1e-12)
-    x, y = _seen_so_far(stream, 2)
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    test = stream[0].test.x.double().numpy()[:20]
-    z = test / np.linalg.norm(test, axis=1, keepdims=True)
-    VI = np.linalg.pinv(cov)
-    ours = -s.predict(torch.from_numpy(test).float()).double().numpy()
-    for k in range(6):
-        ref = [scipy.spatial.distance.mahalanobis(zi, xn[y == k].mean(0), VI) for zi in z]
-        np.testing.assert_allclose(np.sqrt(ours[:, k]), ref, rtol=1e-4)
+        if t == 0:
+            assert (s._factor(-1)[0] == "pinv") == singular
+        if t in (0, 2):
+            _check_common_distances(s, stream, t, cov)
+
+
+def _dup(d: TensorData) -> TensorData:
+    return d.with_x(torch.cat([d.x, d.x[:, :1]], 1))
 
 
 def test_fecam_tukey_needs_non_negative_features_and_resolve_equals_a_fresh_fit():
