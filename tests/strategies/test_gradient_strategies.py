@@ -83,7 +83,7 @@ def test_ewc_fisher_and_penalty_formula(permuted):
                          for imp_t, a in s.terms)
     got = float(s.penalty(None, None, None).detach())
     assert math.isclose(got, expected, rel_tol=1e-4)
-    assert float(quadratic_penalty(s.model, imp, anchor)) > 0
+    assert float(quadratic_penalty(s.model, imp, anchor).detach()) > 0
 
 
 def test_si_importance_is_nonnegative_and_grows(permuted):
