@@ -135,8 +135,12 @@ class ACIL(FrozenFeatureStrategy):
     distribution, uniform = the official nn.Linear scale), ``solver`` gram|rls, ``batch_size`` (rows per
     update; the result does not depend on it). Prediction: scores X W (unseen classes -inf). Defaults: see
     the module docstring.
+
+    ``online``: an experience may be learnt in consecutive chunks (the loop's ``eval_period``): by the weight
+    invariance the result after the last chunk is the same W, so anytime accuracy can be measured.
     """
 
+    online = True
     search_space = {"buffer_size": Choice([1024, 2048, 4096, 8192]), "gamma": Float(1e-3, 1e3, log=True)}
     parameter_constraints = {"buffer_size": Interval(int, 1), "gamma": Interval(float, 0, None, "neither"),
                              "solver": Options(*SOLVERS), "batch_size": Interval(int, 1), "init": Options(*INITS)}
@@ -190,7 +194,12 @@ class DSAL(ACIL):
     Y_res = Y - X W_main, keeping only the columns of the classes first seen in this phase (previous-label
     cleansing). Output = X W_main + C * X_c W_comp with C = ``comp_scale`` (0.6, the official README's
     CIFAR-100 value; see the module docstring for why not the CLI's 1).
+
+    Not ``online``: the compensation stream's "new classes" are those first seen in the call, so learning a
+    phase in chunks would cleanse other columns than learning it at once.
     """
+
+    online = False
 
     search_space = {**ACIL.search_space, "comp_scale": Float(0.0, 2.0), "comp_gamma": Float(1e-3, 1e3, log=True)}
     parameter_constraints = {"comp_gamma": Interval(float, 0, None, "neither"), "comp_scale": Interval(float)}

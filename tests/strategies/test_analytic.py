@@ -152,3 +152,22 @@ def test_dsal_main_stream_is_acil_and_compensation_fits_the_new_class_residual()
     x = test.x
     expected = np.maximum(x.double().numpy() @ B, 0) @ W_main + 0.6 * np.tanh(x.double().numpy() @ B) @ Wc
     assert np.allclose(d.predict(x).numpy(), expected, atol=1e-4)
+
+
+def test_acil_and_gacil_learn_online_in_chunks_with_the_same_result():
+    """With the loop's eval_period (chunks of 50 samples) gacil records anytime accuracy and ends with the joint
+    ridge W of the whole stream, the same accuracy matrix as without chunks; dsal is not online."""
+    from clbench.protocols.loop import run_stream
+    from clbench.results import CellRecord
+
+    train, test = _data(400, 8, 6, 6), _data(60, 8, 6, 7)
+    blurry = with_blurry(split_stream("toy", (train, test), seed=2, n_experiences=3), {"disjoint_ratio": 0.5, "blurry_ratio": 0.3}, 2)
+    assert ACIL.online and GACIL.online and not DSAL.online
+    chunked = GACIL(blurry.info, seed=0, buffer_size=64)
+    rec = run_stream(chunked, blurry, CellRecord("t", "toy", "gacil", 0), eval_period=50)
+    whole = GACIL(blurry.info, seed=0, buffer_size=64)
+    ref = run_stream(whole, blurry, CellRecord("t", "toy", "gacil", 0))
+    assert len(rec.anytime) == sum(-(-len(e.train) // 50) for e in blurry) and not ref.anytime
+    W = _joint_ridge(chunked, [e.train.x for e in blurry], [e.train.y for e in blurry], 100.0)
+    assert _rel(chunked.W, W) < 1e-8 and _rel(whole.W, W) < 1e-8
+    assert rec.accuracy == ref.accuracy
