@@ -1,7 +1,9 @@
 """Continual-learning metrics on an accuracy matrix.
 
 ``R[i, j]`` is the accuracy on the test set of experience ``j`` after training on experience ``i``
-(``T`` experiences, 0-based). All functions are pure and take the matrix as a 2-D array.
+(``T`` experiences, 0-based). All functions are pure and take the matrix as a 2-D array. An experience
+without test data (e.g. a blurry stream's experience that brings no new class) has NaN in its column and is
+left out of every mean (not counted as 0).
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ def _R(R: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     return R
 
 
+def _nanmean(values) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
 def final_accuracy(R) -> float:
     r"""ACC = (1/T) \sum_j R[T-1, j]: mean accuracy over all experiences after the last one."""
     R = _R(R)
-    return float(R[-1].mean())
+    return _nanmean(R[-1])
 
 
 def seen_accuracy(R, test_sizes: Sequence[int] | None = None) -> np.ndarray:
@@ -33,12 +41,18 @@ def seen_accuracy(R, test_sizes: Sequence[int] | None = None) -> np.ndarray:
     R = _R(R)
     T = R.shape[0]
     n = np.ones(T) if test_sizes is None else np.asarray(test_sizes, dtype=float)
-    return np.array([(R[i, : i + 1] * n[: i + 1]).sum() / n[: i + 1].sum() for i in range(T)])
+    n = np.where(np.isnan(R).all(0), 0.0, n)  # an experience without test data weighs nothing
+
+    def a(i: int) -> float:
+        w = n[: i + 1].sum()
+        return float(np.nansum(R[i, : i + 1] * n[: i + 1]) / w) if w > 0 else float("nan")
+
+    return np.array([a(i) for i in range(T)])
 
 
 def average_incremental_accuracy(R, test_sizes: Sequence[int] | None = None) -> float:
     r"""AIA (iCaRL) = (1/T) \sum_i a_i with a_i from :func:`seen_accuracy`; the base step i=0 counts."""
-    return float(seen_accuracy(R, test_sizes).mean())
+    return _nanmean(seen_accuracy(R, test_sizes))
 
 
 def backward_transfer(R) -> float:
@@ -47,7 +61,7 @@ def backward_transfer(R) -> float:
     T = R.shape[0]
     if T < 2:
         return float("nan")
-    return float(np.mean([R[-1, i] - R[i, i] for i in range(T - 1)]))
+    return _nanmean([R[-1, i] - R[i, i] for i in range(T - 1)])
 
 
 def forward_transfer(R, baseline: Sequence[float]) -> float:
@@ -57,7 +71,7 @@ def forward_transfer(R, baseline: Sequence[float]) -> float:
     b = np.asarray(baseline, dtype=float)
     if T < 2:
         return float("nan")
-    return float(np.mean([R[i - 1, i] - b[i] for i in range(1, T)]))
+    return _nanmean([R[i - 1, i] - b[i] for i in range(1, T)])
 
 
 def forgetting(R) -> float:
@@ -70,7 +84,8 @@ def forgetting(R) -> float:
     T = R.shape[0]
     if T < 2:
         return float("nan")
-    return float(np.mean([R[: T - 1, j].max() - R[T - 1, j] for j in range(T - 1)]))
+    return _nanmean([np.nanmax(R[: T - 1, j]) - R[T - 1, j] if not np.isnan(R[: T - 1, j]).all() else np.nan
+                     for j in range(T - 1)])
 
 
 def intransigence(R, joint_accuracy: Sequence[float]) -> np.ndarray:

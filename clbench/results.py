@@ -158,11 +158,12 @@ class CellRecord:
         if T == 0 or not all(_num_list(row, T) for row in R):
             raise InvalidRecord("an ok record needs a square accuracy matrix (list of T lists of T numbers)")
         arr = np.asarray(R, dtype=float)
-        if not np.all((arr >= 0) & (arr <= 1)):
-            raise InvalidRecord("accuracies must lie in [0, 1]")
         for key in ("test_sizes", "train_seconds", "eval_seconds", "peak_memory_mb", "state_bytes"):
             if not _num_list(getattr(self, key), T):
                 raise InvalidRecord(f"field {key!r} must be a list of {T} numbers")
+        empty = np.asarray(self.test_sizes) == 0
+        if np.isnan(arr[:, ~empty]).any() or not np.all((arr[~np.isnan(arr)] >= 0) & (arr[~np.isnan(arr)] <= 1)):
+            raise InvalidRecord("accuracies must lie in [0, 1] (NaN only for an experience without test data)")
         for key in ("baseline_accuracy", "alloc_peak_mb"):
             v = getattr(self, key)
             if v and not _num_list(v, T):
@@ -172,7 +173,8 @@ class CellRecord:
         if not all(isinstance(k, str) and (_num(v) or v is None) for k, v in self.metrics.items()):
             raise InvalidRecord("metrics must map names to numbers")
         acc = self.metrics.get("acc")
-        if not _num(acc) or not math.isclose(acc, final_accuracy(arr), rel_tol=0, abs_tol=1e-9):
+        if not _num(acc) or not (math.isclose(acc, final_accuracy(arr), rel_tol=0, abs_tol=1e-9)
+                                 or (math.isnan(acc) and math.isnan(final_accuracy(arr)))):
             raise InvalidRecord(f"its ACC {acc!r} is not the mean of the last row of its accuracy matrix")
 
     # ---- tidy rows

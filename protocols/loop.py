@@ -67,7 +67,10 @@ def rss_mb() -> float:
 
 @torch.inference_mode()
 def accuracy(strategy: Strategy, data: TensorData, mask_classes: tuple[int, ...] | None = None, device: str = "cpu") -> float:
-    """Fraction of correct predictions; in task-IL the scores are restricted to the task's classes."""
+    """Fraction of correct predictions (NaN for an empty test set); in task-IL the scores are restricted to the
+    task's classes."""
+    if len(data) == 0:
+        return float("nan")
     correct = 0
     n_classes = strategy.info.n_classes
     for x, y in data.batches(EVAL_BATCH, device=device):
@@ -79,7 +82,7 @@ def accuracy(strategy: Strategy, data: TensorData, mask_classes: tuple[int, ...]
         else:
             pred = predicted_labels(out, len(y), n_classes)
         correct += int((pred.to(y.device) == y).sum())
-    return correct / max(1, len(data))
+    return correct / len(data)
 
 
 class _Memory:

@@ -54,3 +54,15 @@ def test_single_experience_and_shape_checks():
     assert math.isnan(M.forgetting([[0.5]]))
     with pytest.raises(ValueError):
         M.final_accuracy([[0.1, 0.2]])
+
+
+def test_an_experience_without_test_data_is_left_out_not_counted_as_zero():
+    """A blurry stream's experience that brings no new class has an empty test set: NaN in R, skipped."""
+    nan = float("nan")
+    R = np.array([[0.9, nan, 0.1], [0.8, nan, 0.2], [0.6, nan, 0.7]])
+    sizes = [100, 0, 300]
+    assert M.final_accuracy(R) == pytest.approx((0.6 + 0.7) / 2)
+    assert M.seen_accuracy(R, sizes).tolist() == pytest.approx([0.9, 0.8, (0.6 * 100 + 0.7 * 300) / 400])
+    assert M.backward_transfer(R) == pytest.approx(0.6 - 0.9)  # only j = 0 has test data among j < 2
+    assert M.forgetting(R) == pytest.approx(0.9 - 0.6)
+    assert M.average_incremental_accuracy(R, sizes) == pytest.approx((0.9 + 0.8 + 0.675) / 3)
