@@ -274,6 +274,15 @@ class Comparison:
     duplicates: list[tuple[CellRecord, str, str]] = field(default_factory=list)
     left_out: dict[str, list[str]] = field(default_factory=dict)
 
+    origin: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.origin = {id(r): run.label for run in self.runs for r in run.records}
+
+    def run_of(self, cell: CellRecord) -> str:
+        """The label of the run folder a cell was read from."""
+        return self.origin.get(id(cell), "")
+
     def bench_series(self, bench: str) -> list[Series]:
         """The series of a benchmark in strategy order."""
         d = self.series.get(bench, {})

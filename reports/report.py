@@ -255,7 +255,7 @@ def build_report(runs: Sequence[RunData], options: ReportOptions | None = None, 
 def _failed_block(out: _Out, comp: Comparison) -> None:
     failed = [(b, s, c) for b in comp.benchmarks for s in comp.bench_series(b.key) for c in s.failed_cells]
     out.blocks.append(Heading("Failed cells", 2, "failed"))
-    fdata = pd.DataFrame([{"run": c_run(comp, c), "benchmark": b.label, "strategy": comp.label(s, mark=False), "seed": c.seed,
+    fdata = pd.DataFrame([{"run": comp.run_of(c), "benchmark": b.label, "strategy": comp.label(s, mark=False), "seed": c.seed,
                            "status": "failed", "error": c.error} for b, s, c in failed],
                          columns=["run", "benchmark", "strategy", "seed", "status", "error"])
     out.files["tables/failed_cells.csv"] = fdata.to_csv(index=False).encode()
@@ -268,14 +268,6 @@ def _failed_block(out: _Out, comp: Comparison) -> None:
                          for r in fdata.to_dict("records")], fdata, failed_rows=set(range(len(failed))), label_cols=6))
     else:
         out.text(Text("None: every recorded cell finished.", "note"))
-
-
-def c_run(comp: Comparison, cell) -> str:
-    """The run folder a cell was read from."""
-    for run in comp.runs:
-        if any(r is cell for r in run.records):
-            return run.label
-    return ""
 
 
 def default_out(run_dirs: Sequence[Path]) -> Path:
