@@ -2,26 +2,30 @@
 
 Work: permuted MNIST, 3 experiences, MLP 784-1000-1000-10, SGD lr 0.01, batch 256, 1 epoch per
 experience; after each experience, accuracy on every experience's test set. Variants: a bare
-loop, clbench ``finetune``, Avalanche's ``Naive`` with its own loops (on ``as_avalanche_benchmark``)
-and ``avalanche.Naive`` through clbench's adapter and loop. Data preparation
-(loading, permuting) is outside the timings. Each variant is run ``--repeats`` times interleaved
-and the fastest run is kept. Prints each time, the accuracies and the ratios, ending with
-``ratio clbench/bare: <r>x``.
+loop, clbench ``finetune``, Avalanche's ``Naive`` with its own loops (on ``as_avalanche_benchmark``),
+``avalanche.Naive`` through clbench's adapter and loop, and the same adapter with its fast paths off
+(``adapter_dataloader``: samples fetched one by one through the Avalanche dataset, the adapter before
+issue 16). Data preparation (loading, permuting) is outside the timings. Each variant is run
+``--repeats`` times interleaved and the fastest run is kept. Prints each time with the 1-minute load
+average when it started, the accuracies and the ratios, ending with ``ratio clbench/bare: <r>x`` and
+``ratio adapter/bare: <r>x``.
 
-    CLBENCH_DATA=../shared/data python bench/overhead.py [--repeats 2] [--threads N]
+    CLBENCH_DATA=../shared/data python bench/overhead.py [--repeats 2] [--threads N] [--only bare,clbench_adapter]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 import torch.nn.functional as F
 
 from clbench.benchmarks.registry import build_stream
-from clbench.protocols.loop import CellResult, run_stream
+from clbench.protocols.loop import run_stream
 from clbench.protocols.runner import seeded
+from clbench.results import CellRecord
 from clbench.strategies.baselines import Finetune
 from clbench.strategies.models import MLP
 
@@ -56,7 +60,7 @@ def bare(stream, seed: int) -> tuple[float, float]:
 def clbench_finetune(stream, seed: int) -> tuple[float, float]:
     with seeded(seed):
         strategy = Finetune(stream.info, seed=seed, **HP)
-    res = CellResult("bench", stream.name, "finetune", seed)
+    res = CellRecord("bench", stream.name, "finetune", seed)
     t0 = time.perf_counter()
     run_stream(strategy, stream, res)
     return time.perf_counter() - t0, res.metrics["acc"]
@@ -92,10 +96,26 @@ def clbench_adapter(stream, seed: int) -> tuple[float, float]:
 
     with seeded(seed):
         strategy = avalanche_strategy_class("Naive")(stream.info, seed=seed, **HP)
-    res = CellResult("bench", stream.name, "avalanche.Naive", seed)
+    res = CellRecord("bench", stream.name, "avalanche.Naive", seed)
     t0 = time.perf_counter()
     run_stream(strategy, stream, res)
     return time.perf_counter() - t0, res.metrics["acc"]
+
+
+def clbench_adapter_dataloader(stream, seed: int) -> tuple[float, float]:
+    """The adapter with its fast paths off: Avalanche's dataset read through a DataLoader (the same order)."""
+    from clbench.strategies import avalanche_adapter
+
+    avalanche_adapter.FAST_PATHS = False
+    try:
+        return clbench_adapter(stream, seed)
+    finally:
+        avalanche_adapter.FAST_PATHS = True
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f} on {os.cpu_count()} cores"
 
 
 def main() -> None:
@@ -103,23 +123,36 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    ap.add_argument("--train-per-task", type=int, default=None,
+                    help="training images per experience (default: all 60,000; fewer for more repeats on a busy machine)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    stream = build_stream({"name": "permuted_mnist", "n_experiences": 3}, seed=args.seed)
+    entry = {"name": "permuted_mnist", "n_experiences": 3}
+    if args.train_per_task:
+        entry["train_per_task"] = args.train_per_task
+    stream = build_stream(entry, seed=args.seed)
     variants = {"bare": bare, "clbench": clbench_finetune, "avalanche_own_loop": avalanche_own_loop,
-                "clbench_adapter": clbench_adapter}
+                "clbench_adapter": clbench_adapter, "adapter_dataloader": clbench_adapter_dataloader}
+    if args.only:
+        keep = {"bare", *args.only.split(",")}
+        variants = {k: v for k, v in variants.items() if k in keep}
+    print(f"start: {load()}", flush=True)
     best: dict[str, tuple[float, float]] = {}
     for r in range(args.repeats):
         for name, fn in variants.items():
+            at = load()
             secs, acc = fn(stream, args.seed)
-            print(f"run {r}: {name:18s} {secs:7.2f} s  final mean accuracy {acc:.4f}", flush=True)
+            print(f"run {r}: {name:18s} {secs:7.2f} s  final mean accuracy {acc:.4f}  ({at})", flush=True)
             if name not in best or secs < best[name][0]:
                 best[name] = (secs, acc)
-    print(f"\ntorch threads: {torch.get_num_threads()}, fastest of {args.repeats}:")
+    print(f"\ntorch threads: {torch.get_num_threads()}, fastest of {args.repeats}; end: {load()}")
     for name, (secs, acc) in best.items():
         print(f"  {name:18s} {secs:7.2f} s  acc {acc:.4f}  ratio to bare {secs / best['bare'][0]:.3f}x")
-    print(f"ratio clbench/bare: {best['clbench'][0] / best['bare'][0]:.3f}x")
+    for name, label in (("clbench", "clbench"), ("clbench_adapter", "adapter"), ("avalanche_own_loop", "avalanche")):
+        if name in best:
+            print(f"ratio {label}/bare: {best[name][0] / best['bare'][0]:.3f}x")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from clbench.stream import TensorData, TrainView, as_float
 
 from .baselines import Finetune, Replay
 from .gradient import GradientStrategy, autocast
+from .models import MLP
 from .regularization import EWC, LwF
 
 #: the strategy classes an ensemble can train (exact classes: a subclass may change the loop)
@@ -71,6 +72,27 @@ def _model_problem(model: nn.Module) -> str | None:
         if not list(m.children()) and not isinstance(m, _PLAIN_MODULES):
             return f"the model has a {type(m).__name__} layer (an ensemble trains MLPs of Linear/ReLU layers)"
     return None
+
+
+def _mlp_layers(model: nn.Module) -> list[str] | None:
+    """The Linear layers' names of a plain :class:`~clbench.strategies.models.MLP` (Flatten, [Linear, ReLU]*, head), else None."""
+    if type(model) is not MLP:
+        return None
+    kinds = [type(m) for m in model.features]
+    expect = [nn.Flatten] + [nn.Linear, nn.ReLU] * ((len(kinds) - 1) // 2)
+    if kinds != expect:
+        return None
+    return [f"features.{i}" for i, m in enumerate(model.features) if isinstance(m, nn.Linear)] + ["head"]
+
+
+def mlp_logits(layers: list[str], params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """K MLPs on K minibatches: h <- relu(b_l + h W_l^T) per layer (no ReLU after the last), batched over K."""
+    h = x.flatten(2)
+    for i, name in enumerate(layers):
+        h = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
+        if i < len(layers) - 1:
+            h = torch.relu(h)
+    return h
 
 
 class StackedOptimizer:
@@ -207,6 +229,7 @@ class Ensemble:
         self.cls = cls
         self.device = members[0].device
         self.skeleton = copy.deepcopy(members[0].model).to("meta")
+        self.layers = _mlp_layers(members[0].model)
         self.names = [n for n, _ in members[0].model.named_parameters()]
         self.params = {n: torch.stack([dict(m.model.named_parameters())[n].detach() for m in members]).clone().requires_grad_(True)
                        for n in self.names}
@@ -222,7 +245,14 @@ class Ensemble:
         return functional_call(self.skeleton, params, (x,))
 
     def logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """(K, b, C) outputs of the K models on their (K, b, ...) inputs."""
+        """(K, b, C) outputs of the K models on their (K, b, ...) inputs.
+
+        ``vmap(functional_call(model, params_k, x_k))``; for clbench's plain MLP the same products written
+        out (:func:`mlp_logits`: the batched matrix products vmap's Linear rule runs, equal to its output bit
+        for bit, without re-binding the module's parameters at every call, half the CPU time per step).
+        """
+        if self.layers is not None:
+            return mlp_logits(self.layers, params, x)
         return vmap(self._forward)(params, x)
 
     @torch.no_grad()
@@ -244,13 +274,18 @@ class Ensemble:
             return
         ref = self.members[live[0]]
         if isinstance(ref, EWC):
+            # (T, K, ...) per parameter: all terms in one operation per parameter and step
             self._ewc = []
-            for t in range(len(ref.terms)):
-                imp = {n: torch.stack([self.members[k].terms[t][0][n] if k in live else torch.zeros_like(ref.terms[t][0][n])
-                                       for k in range(len(self.members))]) for n in self.names}
-                anc = {n: torch.stack([self.members[k].terms[t][1][n] if k in live else torch.zeros_like(ref.terms[t][1][n])
-                                       for k in range(len(self.members))]) for n in self.names}
-                self._ewc.append((imp, anc))
+            if ref.terms:
+                K = len(self.members)
+                imp, anc = {}, {}
+                for n in self.names:
+                    zero = torch.zeros_like(ref.terms[0][0][n])
+                    imp[n] = torch.stack([torch.stack([self.members[k].terms[t][0][n] if k in live else zero for k in range(K)])
+                                          for t in range(len(ref.terms))])
+                    anc[n] = torch.stack([torch.stack([self.members[k].terms[t][1][n] if k in live else zero for k in range(K)])
+                                          for t in range(len(ref.terms))])
+                self._ewc = [(imp, anc)]
         elif isinstance(ref, LwF) and ref.teacher is not None:
             teachers = [dict(self.members[k].teacher.named_parameters()) if k in live else None for k in range(len(self.members))]
             own = dict(ref.teacher.named_parameters())
@@ -270,13 +305,14 @@ class Ensemble:
         if isinstance(ref, EWC):
             if not self._ewc:
                 return None
-            terms = []
-            for imp, anc in self._ewc:
-                total = torch.zeros(len(self.members), device=self.device)
-                for n in self.names:
-                    total = total + (imp[n] * (params[n] - anc[n]).pow(2)).flatten(1).sum(1)
-                terms.append(total)
-            return ref.ewc_lambda * sum(terms)
+            imp, anc = self._ewc[0]
+            per_term = torch.zeros(imp[self.names[0]].shape[:2], device=self.device)  # (T, K), summed over parameters
+            for n in self.names:
+                per_term = per_term + (imp[n] * (params[n].unsqueeze(0) - anc[n]).pow(2)).flatten(2).sum(2)
+            total = per_term[0]
+            for t in range(1, per_term.shape[0]):
+                total = total + per_term[t]
+            return ref.ewc_lambda * total
         if isinstance(ref, LwF):
             if self._teacher is None:
                 return None
@@ -342,6 +378,7 @@ class Ensemble:
         B = m0.batch_size
         n = [data.n[k] if k not in self.failed else 0 for k in range(K)]
         mean_ce = [float("nan")] * K
+        masks: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         for epoch in range(m0.epochs):
             orders = [torch.randperm(data.n[k], generator=self.members[k].generator) if n[k] else None for k in range(K)]
             if data.uniform and all(o is not None for o in orders):
@@ -367,20 +404,21 @@ class Ensemble:
                 y = data.y[data.rows, idx]
                 with autocast(self.device, m0.precision):
                     logits = self.logits(self.params, x)
-                    if weights is None:
-                        ce = vmap(F.cross_entropy)(logits, y)
-                    else:
-                        each = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(K, b)
-                        ce = (each * weights).sum(1) / weights.sum(1).clamp(min=1)
+                    each = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (K, b)
+                    ce = each.mean(1) if weights is None else (each * weights).sum(1) / weights.sum(1).clamp(min=1)
                     extra = self.penalty(self.params, x, logits, weights)
                     loss = ce if extra is None else ce + extra
-                on = torch.tensor(active, dtype=loss.dtype, device=self.device)
+                key = tuple(counts)
+                if key not in masks:  # (on, counts) as tensors, made once per pattern
+                    masks[key] = (torch.tensor(active, dtype=torch.float32, device=self.device),
+                                  torch.tensor(counts, dtype=torch.float32, device=self.device))
+                on, count_t = masks[key]
                 for p in self.params.values():
                     p.grad = None
                 (loss * on).sum().backward()
                 self.optimizer.step(active)
-                total += loss.detach() * on
-                ce_sum += ce.detach().float() * torch.tensor(counts, dtype=torch.float32, device=self.device)
+                total += loss.detach().float() * on
+                ce_sum += ce.detach().float() * count_t
                 for k in range(K):
                     seen[k] += counts[k]
             finite = torch.isfinite(total).tolist()

@@ -223,3 +223,24 @@ def test_ensemble_executor_gives_the_serial_run(tmp_path, data_root):
     data2 = {**data, "output": str(tmp_path / "b")}
     run_matrix(parse_config(data2), quiet=True, executor=EnsembleExecutor())
     assert stable_table(tmp_path / "a" / "m").equals(stable_table(tmp_path / "b" / "m"))
+
+
+def test_written_out_mlp_is_vmap_of_functional_call(data_root):
+    """The MLP fast path (batched products) gives vmap(functional_call)'s outputs, and training through either
+    path gives the same models."""
+    seeds = (0, 1)
+    sts = streams(data_root, "permuted_digits", seeds, 2)
+    fast = as_ensemble("ewc", sts, seeds, ewc_lambda=100.0, hidden=(16, 8))
+    assert fast.layers == ["features.1", "features.3", "head"]
+    x = torch.stack([st[0].test.float_x()[:50] for st in sts])
+    assert torch.equal(fast.logits(fast.params, x), torch.func.vmap(fast._forward)(fast.params, x))
+    members = []
+    for st, seed in zip(sts, seeds):
+        with seeded(seed):
+            members.append(resolve_strategy("ewc")(st.info, seed=seed, **{**TINY, "ewc_lambda": 100.0, "hidden": (16, 8)}))
+    generic = Ensemble(members)
+    generic.layers = None  # vmap(functional_call) throughout
+    for i in range(2):
+        generic.train_experience([st[i].train_view() for st in sts])
+    for a, b in zip(fast.params.values(), generic.params.values()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
