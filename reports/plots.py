@@ -217,7 +217,8 @@ def seen_accuracy_figure(title: str, curves: Sequence[Curve], band_text: str) ->
 # ---------------------------------------------------------------------------------------------- accuracy matrix
 
 def accuracy_matrix_figure(title: str, matrices: Sequence[tuple[str, np.ndarray, int]]) -> "Figure":
-    """One heatmap per strategy of the mean accuracy matrix R[i, j] (percent; rows: trained, columns: evaluated)."""
+    """One heatmap per strategy of the mean accuracy matrix R[i, j] (percent; rows: trained, columns: evaluated);
+    an experience without test data (NaN) is a blank cell marked "–"."""
     with style():
         k = max(1, len(matrices))
         ncols = min(4, k)
@@ -240,6 +241,9 @@ def accuracy_matrix_figure(title: str, matrices: Sequence[tuple[str, np.ndarray,
                 for i in range(T):
                     for j in range(R.shape[1]):
                         v = R[i, j]
+                        if np.isnan(v):  # an experience without test data (e.g. a blurry one with no new class)
+                            ax.text(j, i, "–", ha="center", va="center", fontsize=7, color="0.4")
+                            continue
                         ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=MIN_FONT if T > 6 else 7,
                                 color="white" if v < 60 else "black")
             ticks = np.arange(T) if T <= 10 else np.unique(np.linspace(0, T - 1, 6).round().astype(int))

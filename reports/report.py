@@ -127,6 +127,14 @@ def _runs_block(out: _Out, comp: Comparison) -> None:
             out.text(Text(f"Not selected ({kind}): {', '.join(names)}.", "note"))
 
 
+def mean_matrix(matrices: Sequence[Any]) -> np.ndarray:
+    """Element-wise mean over seeds of accuracy matrices, NaN entries (no test data) left out; NaN where no seed has one."""
+    stack = np.asarray(matrices, dtype=float)
+    count = (~np.isnan(stack)).sum(0)
+    total = np.nansum(stack, axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def _benchmark_section(out: _Out, comp: Comparison, bench: Benchmark, spread: str) -> None:
     from .plots import Curve, SeriesPoint, accuracy_matrix_figure, cost_figure, final_bars_figure, seen_accuracy_figure
     from .tables import pairwise_table, summary_table
@@ -162,8 +170,7 @@ def _benchmark_section(out: _Out, comp: Comparison, bench: Benchmark, spread: st
         mean, low, high = band_bounds(sm, band)
         curves.append(Curve(comp.label(s), comp.styles[s.key], mean, low, high, len(sm)))
         T = sm.shape[1]
-        matrices.append((comp.label(s), np.mean([np.asarray(c.accuracy, float) for c in s.ok_cells if c.n_experiences == T],
-                                                axis=0), len(sm)))
+        matrices.append((comp.label(s), mean_matrix([c.accuracy for c in s.ok_cells if c.n_experiences == T]), len(sm)))
     auto = (f" (band choice auto: ci with at least {AUTO_CI_SEEDS} seeds per curve, else std)" if opts.band == "auto" else "")
     if curves:
         out.figure(f"seen_accuracy_{b}", f"{bench.title}: accuracy on the test data of all experiences seen so far, after "

@@ -213,3 +213,23 @@ def test_frozen_feature_cells_pair_with_raw_input_cells_of_the_same_stream(tmp_p
     a = [np.mean(r["accuracy"][-1]) for r in recs if r["strategy"] == "finetune"]
     b = [np.mean(r["accuracy"][-1]) for r in recs if r["strategy"] == "nmc"]
     assert pw.data.p_t[0] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+
+
+def test_an_experience_without_test_data_is_left_out_not_zero(tmp_path):
+    """A blurry stream's experience with no new class has no test data: NaN in R, blank in the matrix, no 'nan'."""
+    from clbench.reports.report import mean_matrix
+
+    recs = []
+    for seed in range(2):
+        R = lower_triangular([0.8, 0.6 + 0.1 * seed, 0.9])
+        R[:, 1] = np.nan  # experience 1 brought no new class
+        recs.append(record("t", "a", seed, R, test_sizes=[100, 0, 50], stream_params=BLURRY))
+    comp = build_comparison([load_run(write_run(tmp_path / "nan", recs))], ReportOptions())
+    t = main_table(comp, "std")
+    acc = np.array([np.mean([0.8, 0.9])] * 2) * 100  # the mean over the experiences that have test data
+    assert t.rows[0][t.columns.index("ACC")] == f"{acc.mean():.2f} ± {acc.std(ddof=1):.2f}"
+    _, out, _ = build_report(comp.runs, ReportOptions(formats=("html",)), keep_figures=True, render=False)
+    texts = [x.get_text() for ax in out.figures["accuracy_matrix_t"].axes for x in ax.texts]
+    assert "–" in texts and not any("nan" in x for x in texts)
+    m = mean_matrix([[[0.5, np.nan], [0.4, np.nan]], [[0.7, np.nan], [np.nan, np.nan]]])
+    assert m[0, 0] == pytest.approx(0.6) and m[1, 0] == pytest.approx(0.4) and np.isnan(m[0, 1])
