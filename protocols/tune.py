@@ -248,7 +248,9 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
         enqueue_grid(study, ts.space, tc.search.sampler_seed, where, ts.budget - used() - waiting)
     fn = partial(execute_cell, cache=cache) if isinstance(executor, SerialExecutor) else execute_cell
     for record in executor.run(jobs(), fn):
-        t = live[int(str(record.spec.get("tag", "")).rsplit("#", 1)[-1])]
+        t = live.get(int(str(record.spec.get("tag", "")).rsplit("#", 1)[-1]))
+        if t is None:  # another seed of this trial failed (or it was pruned) and the trial is told already
+            continue
         seed = record.seed
         n_exp_seen[0] = len(record.test_sizes) or n_exp_seen[0]
         t.cells[seed] = {"seed": seed, "status": record.status, "error": record.error,

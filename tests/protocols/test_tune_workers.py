@@ -84,3 +84,12 @@ def test_the_run_folder_lock_is_held_for_the_whole_command(tmp_path, monkeypatch
     monkeypatch.setattr(tune, "run_matrix", probe)
     run_tune(tc, quiet=True)
     assert seen == ["refused"]
+
+
+def test_a_trial_failing_on_its_first_seed_ignores_its_other_seeds_cells(tmp_path):
+    """The later seeds' cells of a failed trial came back after the trial was told (KeyError before)."""
+    strategies = [{"name": "finetune", "epochs": 1, "hidden": [16], "batch_size": 32, "search_space": {"lr": [1e6]}}]
+    tc = parse_tune_config(_config(tmp_path, "k", {"sampler": "grid", "seeds": [0, 1]}, strategies))
+    summary = run_tune(tc, quiet=True)
+    (trial,) = summary["strategies"][0]["tuning"]["trials"]
+    assert trial["state"] == "FAIL" and "seed 0: CellFailure: training diverged" in trial["error"]
