@@ -394,34 +394,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_all(jobs: list[Job], workers: int, echo=print) -> list[JobResult]:
-    """Run the jobs, longest first (by FLOPs, then steps), ``workers`` at a time in fresh processes (0: here)."""
+def run_all(jobs: list[Job], workers: int, echo=print, on_result=None) -> list[JobResult]:
+    """Run the jobs, longest first (by steps, then FLOPs), ``workers`` at a time in fresh processes (0: here).
+
+    ``on_result(results so far)`` is called after each job (the caller rewrites its output files, so a run
+    stopped by a time limit leaves the table of the jobs that finished).
+    """
     jobs = sorted(jobs, key=lambda j: (job_cost(j)["steps"], job_cost(j)["flops"]), reverse=True)
-    results = []
+    order = {id(j): i for i, j in enumerate(jobs)}
+    results: list[JobResult] = []
+
+    def done(r: JobResult) -> None:
+        echo(f"  done {r.job.method:5s} {r.job.label:40s} {r.wall_seconds:7.1f} s {r.error[:120]}", flush=True)
+        results.append(r)
+        results.sort(key=lambda x: (list(METHODS).index(x.job.method), order.get(id(x.job), 0)))
+        if on_result is not None:
+            on_result(results)
+
     if workers <= 0:
         for job in jobs:
-            r = run_job(job)
-            echo(f"  done {r.job.method:5s} {r.job.label:40s} {r.wall_seconds:7.1f} s {r.error[:120]}")
-            results.append(r)
+            done(run_job(job))
         return results
     cores = os.cpu_count() or 1
     for job in jobs:
         job.threads = max(1, cores // workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_job, job) for job in jobs]
+        futures = {pool.submit(run_job, job): job for job in jobs}
         for fut in as_completed(futures):
             r = fut.result()
-            echo(f"  done {r.job.method:5s} {r.job.label:40s} {r.wall_seconds:7.1f} s {r.error[:120]}", flush=True)
-            results.append(r)
-    order = {id(j): i for i, j in enumerate(jobs)}
-    return sorted(results, key=lambda r: (list(METHODS).index(r.job.method), order.get(id(r.job), 0)))
+            r.job = futures[fut]  # the parent's object (ordering by identity)
+            done(r)
+    return results
+
+
+def write_out(args: argparse.Namespace, argv: list[str] | None, results: list[JobResult], text: str,
+              rows: list[dict[str, Any]]) -> Path:
+    """The table, the CSV rows and the accuracy matrices under ``args.out``, recorded as a study."""
+    import pandas as pd
+
+    from clbench.host import host_facts
+    from clbench.studies import write_study
+
+    cells = [{"method": r.job.method, "strategy": rec["strategy"], "seed": rec["seed"], "status": rec["status"],
+              "acc": rec.get("metrics", {}).get("acc"), "accuracy": rec["accuracy"],
+              "train_seconds": rec["train_seconds"], "ensemble": r.job.ensemble}
+             for r in results for rec in r.records]
+    files = {"reproduce.md": text.encode(), "reproduce.csv": pd.DataFrame(rows).to_csv(index=False).encode(),
+             "cells.json": json.dumps(cells, indent=1).encode()}
+    command = "python bench/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    return write_study(args.out, command=[command], configs=[REPO / METHODS[m][0] for m in args.methods],
+                       host=host_facts(args.device), files=files, repo_root=REPO, notes=NOTES)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
-
-    from clbench.host import host_facts
 
     load0 = os.getloadavg()
     jobs = make_jobs(args)
@@ -429,17 +456,26 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.precision}, {args.jobs or 'no'} worker processes, torch {torch.__version__}, "
           f"load {load0[0]:.2f} on {os.cpu_count()} cores", flush=True)
     t0 = time.perf_counter()
-    results = run_all(jobs, args.jobs)
-    wall = time.perf_counter() - t0
-    load1 = os.getloadavg()
-    md, rows = table(results)
+
+    def summary(results: list[JobResult], final: bool) -> tuple[str, list[dict[str, Any]]]:
+        md, rows = table(results)
+        wall, load = time.perf_counter() - t0, os.getloadavg()[0]
+        state = "" if final else f" (partial: {len(results)} of {len(jobs)} jobs finished)"
+        text = (md + f"\n\nWall {wall:.0f} s on {args.device}{state}; load average {load0[0]:.2f} at start, "
+                f"{load:.2f} now ({os.cpu_count()} cores).\n\n" + NOTES + "\n")
+        return text, rows
+
+    def partial(results: list[JobResult]) -> None:
+        if args.out:
+            text, rows = summary(results, final=False)
+            write_out(args, argv, results, text, rows)
+
+    results = run_all(jobs, args.jobs, on_result=partial)
+    text, rows = summary(results, final=True)
     print()
-    print(md)
-    print(f"\nwall {wall:.0f} s; load average {load0[0]:.2f} at start, {load1[0]:.2f} at end ({os.cpu_count()} cores)")
-    print(NOTES)
-    text = md + f"\n\nWall {wall:.0f} s on {args.device}; load average {load0[0]:.2f} at start, {load1[0]:.2f} at end.\n\n" + NOTES + "\n"
+    print(text)
     if args.mode == "smoke" and args.project:
-        print("\nmeasuring step costs (2 experiences, MLP 8-8, one torch thread):", flush=True)
+        print("measuring step costs (2 experiences, MLP 8-8, one torch thread):", flush=True)
         costs = measure_costs(args)
         full = make_jobs(argparse.Namespace(**{**vars(args), "mode": "full", "seeds": [0, 1, 2]}))
         workers = 14
@@ -449,20 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         text += "\nProjection of --full on one H200:\n\n```\n" + "\n".join(lines) + "\n```\n"
     if args.out:
-        from clbench.studies import write_study
-
-        cells = [{"method": r.job.method, "strategy": rec["strategy"], "seed": rec["seed"], "status": rec["status"],
-                  "acc": rec.get("metrics", {}).get("acc"), "accuracy": rec["accuracy"],
-                  "train_seconds": rec["train_seconds"], "ensemble": r.job.ensemble}
-                 for r in results for rec in r.records]
-        import pandas as pd
-
-        files = {"reproduce.md": text.encode(), "reproduce.csv": pd.DataFrame(rows).to_csv(index=False).encode(),
-                 "cells.json": json.dumps(cells, indent=1).encode()}
-        path = write_study(args.out, command=["python bench/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)],
-                           configs=[REPO / METHODS[m][0] for m in args.methods], host=host_facts(args.device),
-                           files=files, repo_root=REPO, notes=NOTES)
-        print(f"\nwrote {path}")
+        print(f"wrote {write_out(args, argv, results, text, rows)}")
     failed = sum(1 for row in rows if row["failed"])
     return 1 if failed else 0
 

@@ -244,3 +244,64 @@ def test_written_out_mlp_is_vmap_of_functional_call(data_root):
         generic.train_experience([st[i].train_view() for st in sts])
     for a, b in zip(fast.params.values(), generic.params.values()):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ bench/reproduce.py
+
+def _reproduce():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("clbench_bench_reproduce", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_reproduce_full_jobs_are_the_published_settings():
+    """--full: the configs' hyperparameters at the published scale; costs counted by hand."""
+    rep = _reproduce()
+    args = rep.parse_args(["--full", "--device", "cpu"])
+    jobs = {(j.method, j.strategy["name"], tuple(j.seeds)): j for j in rep.make_jobs(args)}
+    ewc = jobs[("ewc", "ewc", (0, 1, 2))]
+    assert ewc.ensemble and ewc.strategy["epochs"] == 30 and ewc.strategy["lr"] == 0.001
+    assert ewc.strategy["hidden"] == [1000, 1000] and ewc.strategy["ewc_lambda"] == 1.0
+    assert ewc.benchmark["train_per_task"] is None and ewc.benchmark["first_identity"] is False
+    assert rep.mlp_macs([1000, 1000]) == 784 * 1000 + 1000 * 1000 + 1000 * 10
+    assert rep.job_cost(ewc)["steps"] == 10 * 30 * 235  # ceil(60000 / 256) = 235 minibatches per epoch
+    gem = jobs[("gem", "avalanche.GEM", (1,))]
+    assert gem.benchmark["n_experiences"] == 20 and gem.benchmark["train_per_task"] == 1000
+    assert gem.strategy["patterns_per_exp"] == 1000 and rep.job_cost(gem)["steps"] == 20 * 100
+    agem = jobs[("agem", "avalanche.AGEM", (2,))]
+    assert agem.benchmark["n_experiences"] == 17 and rep.job_cost(agem)["steps"] == 17 * 6000
+    si = [j for j in jobs.values() if j.method == "si"]
+    assert {j.strategy["name"] for j in si} == {"si", "avalanche.SynapticIntelligence"} and not any(j.ensemble for j in si)
+    assert all(j.strategy["hidden"] == [2000, 2000] and j.strategy["epochs"] == 20 for j in si)
+    assert len(jobs) == 1 + 6 + 1 + 3 + 1 + 3  # ewc, si x2 x3, lwf, gem x3 + finetune, agem x3
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_runs_every_method(tmp_path, data_root, monkeypatch):
+    """--smoke: the same code at CPU scale, every method, a table and a study record (about 20-60 s)."""
+    rep = _reproduce()
+    monkeypatch.setenv("CLBENCH_DATA", str(data_root))
+    out = tmp_path / "study"
+    code = rep.main(["--smoke", "--runs", str(tmp_path / "runs"), "--out", str(out)])
+    assert code == 0
+    table = (out / "reproduce.md").read_text()
+    for method in ("ewc", "si", "lwf", "gem", "agem"):
+        assert f"| {method} |" in table
+    assert "`ewc` (ensemble)" in table and "`avalanche.AGEM`" in table and "FAILED" not in table
+    from clbench.studies import read_study, stale_studies
+
+    study = read_study(out)
+    assert set(study.configs) == {f"configs/pmnist_{m}.yaml" for m in ("ewc", "si", "lwf", "gem", "agem")}
+    assert sorted(study.files) == ["cells.json", "reproduce.csv", "reproduce.md"]
+    import json
+
+    cells = json.loads((out / "cells.json").read_text())
+    assert {c["status"] for c in cells} == {"ok"} and len(cells) == 2 * 7  # 7 strategy entries x 2 seeds
+    assert all(len(c["accuracy"]) == 3 for c in cells)
