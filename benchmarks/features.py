@@ -5,7 +5,9 @@ An entry holds the features of a *set of samples* of one dataset split under one
     (backbone name, resolution, weights SHA-256, transform id, dataset, split, number of samples,
      content hash)
 
-where the content hash is the SHA-256 of the sorted 128-bit BLAKE2b digests of the samples' raw bytes
+(the transform names the preprocessing, the feature taken and an inexact backend such as bf16; float32
+backends within :data:`clbench.benchmarks.feature_backends.TOLERANCE` of eager share entries), where the
+content hash is the SHA-256 of the sorted 128-bit BLAKE2b digests of the samples' raw bytes
 (order-invariant, so every seed's class order hits the same entry, and two different datasets never
 collide even under the same name). A change in any part makes a new entry. An entry whose sample set
 contains every requested sample is reused (e.g. a sub-sampled stream of the same split).
@@ -14,7 +16,9 @@ File: ``<cache>/features/<dataset>/<split>/<backbone>@<res>-<weights8>-<transfor
 a ``torch.save`` dict ``{version, key, digests (N, 16) uint8 sorted, features (N, D) float32, checksum}``
 with ``checksum`` = SHA-256 of digests and features bytes. Writes are atomic (temporary file + rename);
 a file that does not load, has the wrong key or fails its checksum is deleted and rebuilt, never trusted.
-Features are computed batched under ``torch.inference_mode`` with a progress bar when asked.
+(``<backbone>`` with characters other than letters, digits and ``._-`` replaced by ``_``.) Features are
+computed batched by the encoder's backend (:mod:`clbench.benchmarks.feature_backends`, chosen for the number
+of images to encode) with a progress bar when asked.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from clbench.files import atomic_torch_save
 from clbench.paths import cache_root
 from clbench.stream import Experience, Stream, TensorData
 
-from .backbones import Encoder, check_backbone, load_encoder, parse_backbone
+from .backbones import Encoder, backbone_spec, check_backbone, load_encoder, parse_backbone
+from .feature_backends import ENCODE_BATCH
 
 CACHE_VERSION = 1
-ENCODE_BATCH = 256
 
 
 def _checksum(digests: torch.Tensor, features: torch.Tensor) -> str:
@@ -60,7 +64,8 @@ class CacheKey:
 
     def prefix(self) -> str:
         t = hashlib.sha256(self.transform.encode()).hexdigest()[:8]
-        return f"{self.backbone}@{self.resolution}-{self.weights_sha256[:8]}-{t}"
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.backbone)
+        return f"{safe}@{self.resolution}-{self.weights_sha256[:8]}-{t}"
 
     def path(self, root: Path) -> Path:
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.dataset)
@@ -86,8 +91,15 @@ def _load_entry(path: Path, key: CacheKey, exact: bool) -> dict[str, Any] | None
     return blob
 
 
-def encode_all(encoder, x: torch.Tensor, progress: bool = False, desc: str = "features") -> torch.Tensor:
-    """Encode ``x`` in batches of :data:`ENCODE_BATCH` (inference mode) into float32 (N, D)."""
+def encode_all(encoder, x: torch.Tensor, progress: bool = False, desc: str = "features",
+               cache_dir: str | Path | None = None) -> torch.Tensor:
+    """Encode ``x`` in batches (the runtime's batch size, default :data:`ENCODE_BATCH`) into float32 (N, D).
+
+    The encoder first chooses its runtime for ``len(x)`` images (:meth:`Encoder.prepare`) when it has one.
+    """
+    prepare = getattr(encoder, "prepare", None)
+    runtime = prepare(x.shape[0], cache_dir) if prepare is not None else None
+    batch = getattr(runtime, "batch_size", ENCODE_BATCH)
     out = torch.empty(x.shape[0], encoder.dim, dtype=torch.float32)
     bar = None
     if progress:
@@ -95,10 +107,10 @@ def encode_all(encoder, x: torch.Tensor, progress: bool = False, desc: str = "fe
 
         bar = tqdm(total=x.shape[0], desc=desc, unit="img", file=sys.stderr)
     with torch.inference_mode():
-        for s in range(0, x.shape[0], ENCODE_BATCH):
-            out[s : s + ENCODE_BATCH] = encoder.encode(x[s : s + ENCODE_BATCH])
+        for s in range(0, x.shape[0], batch):
+            out[s : s + batch] = encoder.encode(x[s : s + batch])
             if bar is not None:
-                bar.update(min(ENCODE_BATCH, x.shape[0] - s))
+                bar.update(min(batch, x.shape[0] - s))
     if bar is not None:
         bar.close()
     return out
@@ -132,7 +144,8 @@ def cached_features(x: torch.Tensor, encoder, dataset: str, split: str, cache_di
                     break
         hit = blob is not None
         if blob is None:
-            feats = encode_all(encoder, x[torch.from_numpy(first)], progress, desc=f"{encoder.spec} {dataset}/{split}")
+            feats = encode_all(encoder, x[torch.from_numpy(first)], progress, desc=f"{encoder.spec} {dataset}/{split}",
+                               cache_dir=cache_dir)
             d = digests_to_tensor(uniq)
             blob = {"version": CACHE_VERSION, "key": key.__dict__.copy(), "digests": d, "features": feats,
                     "checksum": _checksum(d, feats)}
@@ -145,7 +158,7 @@ def cached_features(x: torch.Tensor, encoder, dataset: str, split: str, cache_di
     return blob["features"][rows], {"hit": hit, "path": str(path)}
 
 
-def map_stream_features(stream: Stream, spec: str, cache_dir: str | Path | None = None, *, progress: bool = False,
+def map_stream_features(stream: Stream, spec: "str | dict[str, Any]", cache_dir: str | Path | None = None, *, progress: bool = False,
                         encoder=None) -> Stream:
     """Replace every experience's samples by cached features (train and test splits cached separately).
 
@@ -172,7 +185,7 @@ def _flatten(data: TensorData) -> TensorData:
     return data.with_x(data.float_x().reshape(len(data), -1))
 
 
-def feature_stream(stream: Stream, backbone: str | None, cache_dir: str | Path | None = None,
+def feature_stream(stream: Stream, backbone: "str | dict[str, Any] | None", cache_dir: str | Path | None = None,
                    progress: bool = False, encoder: Encoder | None = None) -> Stream:
     """The same stream with every sample replaced by the backbone's features (float32, (N, D)).
 
@@ -180,7 +193,7 @@ def feature_stream(stream: Stream, backbone: str | None, cache_dir: str | Path |
     the unique samples of all training sets (and of all test sets) are encoded once, then every
     experience takes its rows by sample content. ``encoder`` overrides loading (tests, benchmarks).
     """
-    spec = backbone or "flatten"
+    spec = backbone_spec(backbone or "flatten")
     check_backbone(spec)
     name, _ = parse_backbone(spec)
     if name == "flatten":

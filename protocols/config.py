@@ -211,10 +211,19 @@ def benchmark_errors(entry: dict[str, Any], where: str) -> list[str]:
         from clbench.benchmarks.backbones import check_backbone
 
         try:
-            check_backbone(str(entry["backbone"]))
+            check_backbone(entry["backbone"])
         except UserError as exc:
             out.append(f"{where}: {exc}")
     return out
+
+
+def _backbone_as_spec(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry with its backbone (a string or a mapping {name: ..., checkpoint: ...}) as the canonical spec string."""
+    if entry.get("backbone") is None:
+        return entry
+    from clbench.benchmarks.backbones import backbone_spec
+
+    return {**entry, "backbone": backbone_spec(entry["backbone"])}
 
 
 def strategy_errors(entry: dict[str, Any], where: str, causes: list[BaseException] | None = None) -> list[str]:
@@ -274,7 +283,7 @@ def _build(data: dict[str, Any], default_name: str, extra_keys: dict[str, str] |
     errors: list[str] = []
     return RunConfig(
         name=str(data.get("name") or default_name), output=str(data.get("output", "runs")),
-        benchmarks=_labelled(as_entries(data.get("benchmarks"), "benchmarks", errors)),
+        benchmarks=_labelled([_backbone_as_spec(e) for e in as_entries(data.get("benchmarks"), "benchmarks", errors)]),
         strategies=_labelled(as_entries(data.get("strategies"), "strategies", errors)),
         seeds=list(dict.fromkeys(seeds)), device=str(data.get("device", "cpu")), data_root=data.get("data_root"),
         cache_dir=data.get("cache_dir"), workers=int(data.get("workers", 1)), executor=str(data.get("executor", "local")),
