@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -232,19 +233,33 @@ def open_storage(url: str, heartbeat_interval: int = 60) -> "optuna.storages.RDB
     ``RetryHeartbeatStaleTrialCallback``), so no trial is lost when workers share a study.
     """
     import optuna
+    import sqlalchemy.exc
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
-    except ImportError as exc:
-        raise UserError(f"cannot open Optuna storage {redact(url)}: {exc}; fix: install the database driver (e.g. pip install psycopg2-binary)") from None
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds on a bad URL
-        raise UserError(f"cannot open Optuna storage {redact(url)} ({type(exc).__name__}: {exc}); fix: give a valid SQLAlchemy URL such as sqlite:///path/tune.db or postgresql://user:pw@host/db") from None
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat_interval,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+        except ImportError as exc:
+            raise UserError(f"cannot open Optuna storage {redact(url)}: {exc}; fix: install the database driver "
+                            f"(pip install 'clbench[postgres]' for postgresql+psycopg://)") from None
+        except sqlalchemy.exc.DBAPIError as exc:
+            # several processes creating the tables of an empty database at once (optuna/optuna#1092): the
+            # losers of the race retry and find the tables made
+            racing = isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or "already exists" in str(exc)
+            if racing and attempt < 5:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise UserError(f"cannot open Optuna storage {redact(url)} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                            f"fix: check that the database server is running and the URL's user, host, port and "
+                            f"database are right") from None
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds on a bad URL
+            raise UserError(f"cannot open Optuna storage {redact(url)} ({type(exc).__name__}: {exc}); fix: give a valid SQLAlchemy URL such as sqlite:///path/tune.db or postgresql://user:pw@host/db") from None
+    raise AssertionError("unreachable")
 
 
 def open_study(storage: "optuna.storages.RDBStorage", name: str, sampler: "optuna.samplers.BaseSampler",

@@ -28,7 +28,10 @@ Trials live in an Optuna RDB storage (a SQLite file ``tune.db`` in the run folde
 ``search.storage``/``--storage`` gives a SQLAlchemy URL), so a killed run resumes its studies and several
 ``clbench tune`` processes can share one study: each counts the trials of all processes (running ones
 included) against the budget, and a trial whose process died stops beating and is failed and retried by the
-others after ``2 x search.heartbeat`` seconds. The whole command holds the run folder's lock.
+others after ``2 x search.heartbeat`` seconds. A process that finds the budget used waits for the trials still
+running in the others before it chooses, so every process chooses from the complete study; trial n's random
+draws depend only on ``(sampler_seed, n)`` (:func:`draws_by_trial_number`), so with the random sampler the
+shared study holds the trials one process alone would run. The whole command holds the run folder's lock.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -154,9 +158,8 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
     study = open_study(storage, name, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner())
     retried = recover_running(study) if local else []
     where = f"strategy {ts.label}"
-    # a different seed per restart, so a resumed random/TPE search does not repeat its first draws
-    study.sampler = make_sampler(tc.search.sampler, ts.space, tc.search.sampler_seed + len(study.get_trials(deepcopy=False)),
-                                 ts.budget, where)
+    study.sampler = draws_by_trial_number(make_sampler(tc.search.sampler, ts.space, tc.search.sampler_seed, ts.budget, where),
+                                          tc.search.sampler_seed)
     if echo and retried:
         echo(f"[{protocol}] {ts.label}: trials {retried} were interrupted; their parameters run again")
     live: dict[int, _Trial] = {}
@@ -164,6 +167,7 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
     n_exp_seen: list[int | None] = [None]
     asked = 0
     guard = 2 * ts.budget + 10
+    waited_for: list[list[int]] = [[]]
 
     def prune_rule(n_exp_hint: int | None) -> PruneRule | None:
         """The median rule for the next trial, from the trials finished so far (no threshold before the startup)."""
@@ -190,6 +194,10 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
         optuna.storages.fail_stale_trials(study)
         return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
+    def elsewhere() -> list[int]:
+        """The trials of this study running in other processes (called when this one has none in flight)."""
+        return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
     def over_budget(number: int) -> bool:
         """After a race with another process: the budget is used up by trials with a lower number."""
         return sum(t.number < number and counts(t) for t in study.get_trials(deepcopy=False)) >= ts.budget
@@ -204,10 +212,22 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
                 if live:
                     yield None  # wait for the trials in flight
                     continue
+                others = elsewhere() if asked < guard else []
+                if others:
+                    # trials of other processes still run: wait for them (or for their heartbeat to go stale, when
+                    # they are failed and queued again), so every process chooses from the complete study
+                    if echo is not None and others != waited_for[0]:
+                        echo(f"[{protocol}] {ts.label}: budget used; waiting for trial(s) {others} running in other processes")
+                    waited_for[0] = others
+                    time.sleep(min(2.0, tc.search.heartbeat / 2))
+                    continue
                 return
             trial = study.ask()
             asked += 1
+            beat = get_heartbeat_thread(trial._trial_id, storage)
+            beat.start()  # at once: a RUNNING trial that never beat is never found stale by the other processes
             if over_budget(trial.number):
+                beat.join()
                 trial.set_user_attr("error", "not run: the budget was reached by another process sharing the study")
                 study.tell(trial, state=TrialState.FAIL)
                 continue
@@ -216,8 +236,7 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
             trial.set_user_attr("data", data_name)
             tag = f"{name}#{trial.number}"
             cells = [replace(tc.run.cell(bench, entry, seed), tag=tag) for seed in seeds]
-            t = _Trial(trial, params, seeds, [], get_heartbeat_thread(trial._trial_id, storage))
-            t.beat.start()
+            t = _Trial(trial, params, seeds, [], beat)
             live[trial.number] = t
             rule = prune_rule(n_exp_seen[0])
             if rule is not None:
@@ -228,13 +247,21 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
 
     def finish(t: _Trial, state: TrialState, value: float | None = None, error: str = "") -> None:
         t.beat.join()
-        t.trial.set_user_attr("cells", [t.cells[s] for s in t.seeds if s in t.cells])
-        if error:
-            t.trial.set_user_attr("error", error)
-        if state == TrialState.FAIL:
-            t.trial.set_user_attr(COUNTED, True)
-        study.tell(t.trial, value if state == TrialState.COMPLETE else None, state=state)
         del live[t.trial.number]
+        try:
+            t.trial.set_user_attr("cells", [t.cells[s] for s in t.seeds if s in t.cells])
+            if error:
+                t.trial.set_user_attr("error", error)
+            if state == TrialState.FAIL:
+                t.trial.set_user_attr(COUNTED, True)
+            study.tell(t.trial, value if state == TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # another process found this trial's heartbeat stale (this one stalled for over 2 x heartbeat), failed it
+            # and queued its parameters again: the retry's result counts, this one is dropped
+            if echo is not None:
+                echo(f"[{protocol}] {ts.label}: trial {t.trial.number} was failed by another process sharing the study "
+                     f"(no heartbeat for {2 * tc.search.heartbeat:g} s); its result is dropped, the parameters run again")
+            return
         if echo is not None:
             best = best_trial(study)
             shown = {TrialState.COMPLETE: f"{objective} {100 * (value or 0):.2f}%", TrialState.PRUNED: "pruned",
@@ -280,6 +307,29 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
         "trials": trial_records(study, ts.space),
         "best": None if best is None else {"number": best.number, "value": best.value, "params": chosen},
     }
+
+
+def draws_by_trial_number(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
+    """Make the sampler's random draws for trial n depend only on ``(seed, n)``: its generators (and TPE's
+    random start-up sampler's) are reseeded with ``SeedSequence([seed, n])`` when trial n is created.
+
+    Trial numbers are unique within a study, so processes sharing a study never draw the same values by
+    accident (two processes seeded alike would otherwise draw the same sequence), a resumed study does not
+    repeat its draws, and with the random sampler trial n gets the same parameters whichever process or
+    worker asks for it: the study's trials are those one process alone would run.
+    """
+    inner = sampler.before_trial
+
+    def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        state = int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0])
+        for owner in (sampler, getattr(sampler, "_random_sampler", None)):
+            rng = getattr(getattr(owner, "_rng", None), "rng", None)
+            if rng is not None:
+                rng.seed(state)
+        inner(study, trial)
+
+    sampler.before_trial = before_trial  # type: ignore[method-assign]
+    return sampler
 
 
 def study_name(tc: TuneConfig, ts: TunedStrategy, protocol: str, bench: dict[str, Any], seeds: Sequence[int]) -> str:
