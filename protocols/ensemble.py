@@ -196,7 +196,11 @@ def _lockstep(ensemble: Ensemble, streams: list, records: list[CellRecord], call
 
 
 class EnsembleExecutor:
-    """Runs groups of cells differing only in seed as ensembles, the other cells through ``base`` (see the module docstring)."""
+    """Runs groups of cells differing only in seed as ensembles, the other cells through ``base`` (see the module docstring).
+
+    It reads all the cells it is given before running any (to group them), so it is for matrices
+    (``run_matrix``), not for the lazy, one-trial-at-a-time cell source of tuning.
+    """
 
     def __init__(self, base: Any = None) -> None:
         self.base = base or SerialExecutor()

@@ -394,6 +394,9 @@ class AvalancheStrategy(GradientStrategy):
         total = tensor_bytes(self.av.model)
         for plugin in getattr(self.av, "plugins", []):
             total += tensor_bytes(*[v for v in vars(plugin).values() if isinstance(v, (torch.Tensor, dict, list))])
+            memory = getattr(plugin, "_clbench_memory", None)  # A-GEM's memory as tensors (the fast path)
+            if isinstance(memory, SequentialMemory):
+                total += tensor_bytes(memory.groups)
         return total
 
 

@@ -73,6 +73,9 @@ class GradientStrategy(Strategy):
     (:meth:`penalty`), or act around an experience (:meth:`before_experience`,
     :meth:`after_experience`). Loss = cross-entropy over all ``n_classes`` outputs (+ penalty).
     A non-finite loss fails the cell with a message naming the experience and epoch.
+    The experience's data is moved to the device once (:class:`ResidentData`); ``precision: bfloat16`` runs
+    forward and loss under autocast (see the module docstring). Several seeds can train as one vectorised
+    ensemble (:mod:`clbench.strategies.ensemble`; finetune, replay, ewc, lwf).
     """
 
     search_space = {
