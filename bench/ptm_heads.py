@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -42,15 +43,52 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_head(name: str, fs, seed: int, params: dict) -> tuple[float, float, float, object]:
-    """(train s, eval s, final accuracy, strategy) of one cell through the evaluation loop."""
+class PhaseTimer:
+    """Wall seconds spent in named functions (wrapped on their module or class for the duration of a run)."""
+
+    def __init__(self, targets: dict[str, tuple[object, str]]) -> None:
+        self.targets, self.seconds, self.saved = targets, {k: 0.0 for k in targets}, {}
+
+    def __enter__(self) -> "PhaseTimer":
+        for label, (owner, attr) in self.targets.items():
+            fn = getattr(owner, attr)
+            self.saved[label] = fn
+
+            def timed(*a, _fn=fn, _label=label, **kw):
+                t = time.perf_counter()
+                try:
+                    return _fn(*a, **kw)
+                finally:
+                    self.seconds[_label] += time.perf_counter() - t
+
+            setattr(owner, attr, timed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for label, (owner, attr) in self.targets.items():
+            setattr(owner, attr, self.saved[label])
+
+
+def ranpac_phases() -> PhaseTimer:
+    from clbench.strategies import ranpac
+    from clbench.strategies.closed_form import RidgeStatistics
+
+    return PhaseTimer({"projection": (ranpac.RanPAC, "_embed_all"), "Gram": (RidgeStatistics, "add"),
+                       "lambda choice": (ranpac, "validation_losses"), "Cholesky solve": (RidgeStatistics, "solve")})
+
+
+def run_head(name: str, fs, seed: int, params: dict) -> tuple[float, float, float, object, dict]:
+    """(train s, eval s, final accuracy, strategy, phase seconds) of one cell through the evaluation loop."""
     from clbench.protocols.loop import run_stream
     from clbench.results import CellRecord
     from clbench.strategies.registry import resolve_strategy
 
     strategy = resolve_strategy(name)(fs.info, seed=seed, **params)
-    record = run_stream(strategy, fs, CellRecord("bench", fs.name, name, seed))
-    return float(sum(record.train_seconds)), float(sum(record.eval_seconds)), float(record.metrics["acc"]), strategy
+    timer = ranpac_phases() if name == "ranpac" else PhaseTimer({})
+    with timer:
+        record = run_stream(strategy, fs, CellRecord("bench", fs.name, name, seed))
+    return (float(sum(record.train_seconds)), float(sum(record.eval_seconds)), float(record.metrics["acc"]), strategy,
+            timer.seconds)
 
 
 def ranpac_floor(fs, W: torch.Tensor, chunk: int) -> tuple[float, float, float]:
@@ -148,6 +186,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--chunk", type=int, default=2048)
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
 
     from clbench.benchmarks.features import feature_stream
     from clbench.benchmarks.registry import build_stream
@@ -165,20 +204,23 @@ def main() -> None:
     totals = {}
     for name in args.heads:
         params = {"projection_dim": args.ranpac_dim} if name == "ranpac" else {}
-        tr, ev, acc, strategy = run_head(name, fs, args.seed, params)
-        totals[name] = (tr + ev, strategy)
+        tr, ev, acc, strategy, phases = run_head(name, fs, args.seed, params)
+        totals[name] = (tr + ev, tr, strategy)
         shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
         print(f"{name:<10} {shown:<24} {tr:8.1f} {ev:8.1f} {tr + ev:8.1f} {acc:7.4f}", flush=True)
+        if phases:
+            print(f"{'':<10} training phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+                  + (f"; lambda per experience {strategy.chosen_ridges}" if name == "ranpac" else ""), flush=True)
     print(f"load {load()}")
     if "ranpac" in totals and not args.no_floor:
-        total, strategy = totals["ranpac"]
+        total, train, strategy = totals["ranpac"]
         W = strategy.W_rand
         del strategy, totals
         t_proj, t_gram, t_eig = ranpac_floor(fs, W, args.chunk)
         floor = t_proj + t_gram + t_eig
         print(f"\nranpac floor at M = {args.ranpac_dim} (float64): projection {t_proj:.1f} s + Gram {t_gram:.1f} s "
-              f"+ one eigh {t_eig:.1f} s = {floor:.1f} s; ranpac total / floor = {total / floor:.2f} "
-              f"(without the projection: floor {t_gram + t_eig:.1f} s); load {load()}")
+              f"+ one eigh {t_eig:.1f} s = {floor:.1f} s; ranpac training / floor = {train / floor:.2f}, "
+              f"total (with evaluation) / floor = {total / floor:.2f}; load {load()}")
     if args.tuning_dim:
         tuning(fs, args.seed, args.tuning_dim, args.trials)
         print(f"load {load()}")

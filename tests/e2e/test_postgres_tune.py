@@ -78,6 +78,9 @@ def postgres():
         except KeyError:
             shutil.rmtree(folder)
             pytest.skip("running as root and there is no `postgres` user to run the server as (initdb refuses root)")
+        if shutil.which("runuser") is None:
+            shutil.rmtree(folder)
+            pytest.skip("running as root without `runuser` (util-linux) to start the server as the `postgres` user")
         os.chown(folder, user.pw_uid, user.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     data, port = folder / "data", free_port()
@@ -173,8 +176,9 @@ def phase2(summary: dict) -> dict:
 def test_two_processes_share_the_budget_exactly_and_choose_what_one_process_chooses(postgres, alone, tmp_path, data_root):
     url = postgres("shared_budget")
     config = tmp_path / "tune.yaml"
-    # 0.04 s per experience: a trial lasts about 0.2 s, so the two processes interleave their trials
-    config.write_text(yaml.safe_dump(dict(tune_config(tmp_path / "unused", delay=0.04), data_root=str(data_root))))
+    # 0.12 s per experience: a trial lasts about 0.6 s, so phase 1 lasts longer than the two processes' start-up
+    # jitter and they interleave their trials
+    config.write_text(yaml.safe_dump(dict(tune_config(tmp_path / "unused", delay=0.12), data_root=str(data_root))))
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [start_tune(config, url, tmp_path / name, log, "--heartbeat", "2") for name, log in zip("ab", logs)]
     texts = [finish(p, log) for p, log in zip(procs, logs)]
@@ -245,6 +249,9 @@ def test_kill_9_mid_trial_is_failed_by_the_heartbeat_and_retried_by_the_survivor
     assert dead.datetime_complete.timestamp() >= killed_at  # failed after the kill (its heartbeat went stale)
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == dead.number]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == dead.params
+    print(f"trial {dead.number} killed; failed as stale {dead.datetime_complete.timestamp() - killed_at:.1f} s after the "
+          f"kill, retried as trial {retries[0].number} (started {retries[0].datetime_start.timestamp() - killed_at:.1f} s, "
+          f"complete {retries[0].datetime_complete.timestamp() - killed_at:.1f} s after the kill)")
     assert retries[0].number in trial_lines(text)  # run by the survivor
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == N_TRIALS
 

@@ -86,6 +86,23 @@ def test_cuda_run_sees_the_cpu_minibatches(permuted):
     assert (torch.tensor(cpu.accuracy) - torch.tensor(gpu.accuracy)).abs().max() <= 0.02
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_ensemble_is_the_per_seed_runs(data_root):
+    """On the GPU too: the ensemble's members equal per-seed GPU runs (float rounding), with bfloat16 as well."""
+    seeds = (0, 1)
+    sts = streams(data_root, "permuted_digits", seeds, 2)
+    for precision in ("float32", "bfloat16"):
+        ens = as_ensemble("ewc", sts, seeds, ewc_lambda=100.0, device="cuda", precision=precision)
+        for k, (st, seed) in enumerate(zip(sts, seeds)):
+            ref = per_seed("ewc", st, seed, ewc_lambda=100.0, device="cuda", precision=precision)
+            if precision == "float32":
+                for a, b in zip(ref.model.parameters(), ens.members[k].model.parameters()):
+                    assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+            x = st[0].test.float_x()
+            same = (ref.predict(x).argmax(1) == ens.members[k].predict(x).argmax(1)).float().mean()
+            assert same >= (0.99 if precision == "float32" else 0.9)  # bfloat16 products round differently
+
+
 # ------------------------------------------------------------------ the stacked optimiser
 
 @pytest.mark.parametrize("kind,hp", [("sgd", {"momentum": 0.9, "weight_decay": 0.01}), ("sgd", {}),
