@@ -496,8 +496,9 @@ def figure_png(per_phase: pd.DataFrame, confidence: float = 0.95) -> bytes:
     return buf.getvalue()
 
 
-def publish(folder: str | Path, report: Report, command: str, confidence: float = 0.95) -> Path:
-    """output.md, per_phase.csv, tests.csv, verdicts.csv and per_phase.png, recorded as a study."""
+def publish(folder: str | Path, report: Report, command: str, confidence: float = 0.95, runs: str = "runs") -> Path:
+    """output.md, per_phase.csv, tests.csv, verdicts.csv and per_phase.png, recorded as a study (the commands:
+    the two runs with ``--output <runs>``, then this script's)."""
     from clbench.host import host_facts
     from clbench.studies import write_study
 
@@ -505,8 +506,8 @@ def publish(folder: str | Path, report: Report, command: str, confidence: float 
              "tests.csv": report.tests.to_csv(index=False).encode(),
              "verdicts.csv": report.verdicts.to_csv(index=False).encode(),
              "per_phase.png": figure_png(report.per_phase, confidence)}
-    return write_study(folder, command=["clbench run configs/power_law_pmnist.yaml --output runs",
-                                        "clbench tune configs/power_law_tune.yaml --output runs", command],
+    return write_study(folder, command=[f"clbench run configs/power_law_pmnist.yaml --output {runs}",
+                                        f"clbench tune configs/power_law_tune.yaml --output {runs}", command],
                        configs=[REPO / c for c in CONFIGS], host=host_facts(), files=files, repo_root=REPO,
                        notes="Power-law rehearsal study (issue 11 item 8); verdicts computed by bench/power_law_study.py.")
 
@@ -526,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text)
     if args.publish:
         command = "python bench/power_law_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        print(f"published: {publish(args.publish, report, command, args.confidence)}")
+        print(f"published: {publish(args.publish, report, command, args.confidence, str(args.runs))}")
     return 0
 
 
