@@ -154,11 +154,19 @@ def new_record(cell: CellSpec) -> CellRecord:
                       versions=library_versions(), host=host_facts(cell.device), started=time.time())
 
 
-def execute_cell(cell: CellSpec, cache: StreamCache | None = None, callbacks: Callbacks = NO_CALLBACKS) -> CellRecord:
+def new_strategy(cls: type, stream: Stream, cell: CellSpec):
+    """The strategy of a cell: ``cls`` built for the stream with the cell's seed, device and hyperparameters."""
+    return cls(stream.info, seed=cell.seed, device=cell.device, **cell.hyperparameters)
+
+
+def execute_cell(cell: CellSpec, cache: StreamCache | None = None, callbacks: Callbacks = NO_CALLBACKS,
+                 make_strategy: Callable[[type, Stream, CellSpec], Any] = new_strategy) -> CellRecord:
     """Run one cell; any exception of the strategy or its data becomes a failed record with its reason.
 
     A plug-in calling ``sys.exit`` is a failed cell too; an exception raised by one of the ``callbacks`` (e.g.
-    ``optuna.TrialPruned``) propagates unchanged; ``KeyboardInterrupt`` stops everything.
+    ``optuna.TrialPruned``) propagates unchanged; ``KeyboardInterrupt`` stops everything. ``make_strategy``
+    builds the strategy (under the cell's seed); a tuning study of a re-solvable head passes one that reuses a
+    fit (:mod:`clbench.protocols.resolve`).
     """
     record = new_record(cell)
     if cell.prune is not None:
@@ -172,7 +180,7 @@ def execute_cell(cell: CellSpec, cache: StreamCache | None = None, callbacks: Ca
         record.stream = describe_stream(stream)
         record.versions = library_versions()
         with seeded(cell.seed):
-            strategy = cls(stream.info, seed=cell.seed, device=cell.device, **cell.hyperparameters)
+            strategy = make_strategy(cls, stream, cell)
             request = strategy.unlabelled_request()
             if request:
                 x, info = unlabelled_data(request, cell, stream, cache)

@@ -59,9 +59,11 @@ from clbench.errors import UserError
 from clbench.files import atomic_write_yaml
 from clbench.results import CellRecord
 from clbench.stream import Stream
+from clbench.strategies.registry import resolve_strategy
 
 from .config import CellSpec
 from .executors import Executor, SerialExecutor, make_executor
+from .resolve import FACTOR_MIN_TRIALS, ResolvedTrials, resolvable_class
 from .runner import PruneRule, RunFolder, StreamCache, cell_stream, execute_cell, run_matrix
 from .search import (best_trial, decode_params, default_storage_url, enqueue_grid, finished_trials, make_sampler, open_storage,
                      open_study, partial_score, quiet_optuna, recover_running, redact, suggest, trial_records)
@@ -274,6 +276,15 @@ def search_strategy(tc: TuneConfig, ts: TunedStrategy, protocol: str, storage: "
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         enqueue_grid(study, ts.space, tc.search.sampler_seed, where, ts.budget - used() - waiting)
     fn = partial(execute_cell, cache=cache) if isinstance(executor, SerialExecutor) else execute_cell
+    if tc.search.resolve and resolvable_class(resolve_strategy(ts.entry["name"]), set(ts.space)):
+        # closed-form head: one fit per seed in this process, every trial a re-solve (protocols/resolve.py)
+        factor = ts.budget >= FACTOR_MIN_TRIALS
+        executor = SerialExecutor()
+        fn = partial(execute_cell, cache=StreamCache(len(seeds) + 1),
+                     make_strategy=ResolvedTrials(set(ts.space), factor))
+        if echo is not None:
+            echo(f"[{protocol}] {ts.label}: {', '.join(sorted(ts.space))} enter only the solve: one fit per seed, every "
+                 f"trial re-solves its snapshots ({'eigendecompositions' if factor else 'copies of the statistics'})")
     for record in executor.run(jobs(), fn):
         t = live.get(int(str(record.spec.get("tag", "")).rsplit("#", 1)[-1]))
         if t is None:  # another seed of this trial failed (or it was pruned) and the trial is told already

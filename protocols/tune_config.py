@@ -25,7 +25,7 @@ from .search import OBJECTIVES, SAMPLERS, grid_of, grid_size, param_to_config, r
 TUNE_KEYS = {
     "tuning": "benchmark entry of the tuning stream D_HT, e.g. {name: split_digits, classes: [0, 1, 2, 3, 4]}",
     "evaluation": "benchmark entry of the evaluation stream D_E (same scenario, no shared samples)",
-    "search": "{sampler: tpe|random|grid, n_trials, objective: acc|aia, seeds, pruning, storage, protocol, sampler_seed, heartbeat}",
+    "search": "{sampler: tpe|random|grid, n_trials, objective: acc|aia, seeds, pruning, storage, protocol, sampler_seed, heartbeat, resolve}",
 }
 SEARCH_KEYS = {
     "sampler": "tpe (default) | random | grid",
@@ -37,6 +37,8 @@ SEARCH_KEYS = {
     "protocol": "both (default) | two-phase | conventional",
     "sampler_seed": "seed of the sampler (default 0)",
     "heartbeat": "seconds between a trial's heartbeats in a shared storage; a trial silent for 2x this is failed and retried (default 60)",
+    "resolve": "true (default) | false: trials of a closed-form head over values that enter only its solve (acil/gacil gamma, "
+               "ranpac's fixed ridge, slda shrinkage, ...) re-solve one fit per seed instead of refitting",
 }
 PROTOCOLS = ("both", "two-phase", "conventional")
 ENTRY_KEYS = ("search_space", "n_trials")  # strategy-entry keys owned by tune, not hyperparameters
@@ -61,7 +63,7 @@ SEARCH_CONSTRAINTS = {
     "n_trials": AnyOf(NoneValue(), Interval(int, 1)), "seeds": ListOf(Interval(int, 0, MAX_SEED), min_len=1),
     "pruning": Check(_pruning_problem, "true, false or {after, startup_trials}"),
     "storage": Check(_storage_problem, "a SQLAlchemy URL"), "sampler_seed": Interval(int, 0, MAX_SEED),
-    "heartbeat": Interval(float, 1, None),
+    "heartbeat": Interval(float, 1, None), "resolve": Options(True, False),
 }
 
 
@@ -79,11 +81,12 @@ class SearchSettings:
     protocol: str = "both"
     sampler_seed: int = 0
     heartbeat: float = 60.0
+    resolve: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"sampler": self.sampler, "n_trials": self.n_trials, "objective": self.objective,
                              "seeds": list(self.seeds), "protocol": self.protocol, "sampler_seed": self.sampler_seed,
-                             "heartbeat": self.heartbeat,
+                             "heartbeat": self.heartbeat, "resolve": self.resolve,
                              "pruning": False if self.pruning_after is None
                              else {"after": self.pruning_after, "startup_trials": self.pruning_startup}}
         if self.storage:
@@ -152,7 +155,7 @@ def parse_search(value: Any, errors: list[str]) -> SearchSettings:
         errors.extend(bad)
         return SearchSettings()
     pruning = value.get("pruning", False)
-    kw: dict[str, Any] = {k: value[k] for k in ("sampler", "objective", "protocol", "n_trials", "storage", "sampler_seed")
+    kw: dict[str, Any] = {k: value[k] for k in ("sampler", "objective", "protocol", "n_trials", "storage", "sampler_seed", "resolve")
                           if k in value}
     if "seeds" in value:
         kw["seeds"] = tuple(dict.fromkeys(value["seeds"]))

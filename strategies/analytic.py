@@ -63,6 +63,7 @@ from clbench.stream import StreamInfo, TrainView
 from clbench.constraints import Interval, Options
 from clbench.errors import UserError
 
+from .closed_form import EigenRidge, Resolvable, RidgeStatistics, Snapshot, memoized
 from .frozen import FrozenFeatureStrategy, as_features
 from .space import Choice, Float
 
@@ -128,7 +129,7 @@ class RidgeStream:
         return int(sum(m.nbytes for m in mats))
 
 
-class ACIL(FrozenFeatureStrategy):
+class ACIL(Resolvable, FrozenFeatureStrategy):
     """ACIL (Zhuang et al., NeurIPS 2022): random ReLU buffer + exact recursive ridge, float64.
 
     Hyperparameters: ``buffer_size`` w (8192), ``gamma`` (0.1), ``init`` uniform|normal (the buffer's
@@ -138,9 +139,13 @@ class ACIL(FrozenFeatureStrategy):
 
     ``online``: an experience may be learnt in consecutive chunks (the loop's ``eval_period``): by the weight
     invariance the result after the last chunk is the same W, so anytime accuracy can be measured.
+
+    Re-solvable (:class:`~clbench.strategies.closed_form.Resolvable`) for ``gamma``: the statistics G, H do not
+    depend on it, so a tuning study fits once and solves (G_t + gamma I)^{-1} H_t per trial (``solver: gram``).
     """
 
     online = True
+    retunable = ("gamma",)
     search_space = {"buffer_size": Choice([1024, 2048, 4096, 8192]), "gamma": Float(1e-3, 1e3, log=True)}
     parameter_constraints = {"buffer_size": Interval(int, 1), "gamma": Interval(float, 0, None, "neither"),
                              "solver": Options(*SOLVERS), "batch_size": Interval(int, 1), "init": Options(*INITS)}
@@ -154,12 +159,12 @@ class ACIL(FrozenFeatureStrategy):
 
     # ---- the buffer layer
     def projection(self, x: torch.Tensor) -> torch.Tensor:
-        """f B in float64 (N, w)."""
-        return as_features(x).double() @ self.B
+        """f B in float64 (N, w); read from ``feature_memo`` for inputs projected before (tuning by re-solving)."""
+        return memoized(self.feature_memo, x, lambda: as_features(x).double() @ self.B)
 
     def buffer(self, x: torch.Tensor) -> np.ndarray:
         """X = ReLU(f B), float64, C-contiguous (N, w)."""
-        return np.ascontiguousarray(torch.relu_(self.projection(x)).numpy())
+        return np.ascontiguousarray(torch.relu(self.projection(x)).numpy())
 
     def one_hot(self, y: torch.Tensor) -> np.ndarray:
         return np.eye(self.info.n_classes)[y.numpy()]
@@ -185,6 +190,26 @@ class ACIL(FrozenFeatureStrategy):
     def state_bytes(self) -> int:
         return int(self.B.nelement() * self.B.element_size()) + self.main.nbytes()
 
+    # ---- re-solving from a snapshot (a gamma study pays the Gram once)
+    def _ridge_state(self, stream: RidgeStream, factor: bool) -> EigenRidge | RidgeStatistics:
+        if stream.solver != "gram":
+            raise UserError(f"{type(self).__name__}: solver: rls keeps no Gram matrix to re-solve from; "
+                            f"fix: solver: gram (the same solution) for tuning by re-solving")
+        stats = RidgeStatistics.of(stream.G, stream.H)
+        return stats.factor() if factor else stats.copy()
+
+    def solver_state(self, factor: bool = True) -> Snapshot:
+        """The main stream's (G, H) after the experiences so far: their eigendecomposition (``factor``; each
+        re-solve then costs w^2 C flops) or a copy (each re-solve one Cholesky factorisation, w^3 / 3 flops)."""
+        return Snapshot(self._ridge_state(self.main, factor), self.seen.clone())
+
+    def resolve(self, state: Snapshot, **params) -> None:
+        """W = (G + gamma I)^{-1} H from the snapshot."""
+        self._check_retunable(params)
+        self.main.gamma = float(params.get("gamma", self.main.gamma))
+        self.main.W = state.data.solve(self.main.gamma)
+        self.seen = state.seen.clone()
+
 
 class DSAL(ACIL):
     """DS-AL (Zhuang et al., AAAI 2024): ACIL main stream + a compensation stream.
@@ -197,9 +222,13 @@ class DSAL(ACIL):
 
     Not ``online``: the compensation stream's "new classes" are those first seen in the call, so learning a
     phase in chunks would cleanse other columns than learning it at once.
+
+    Re-solvable for ``comp_gamma`` and ``comp_scale`` only: the compensation statistics are built from the main
+    stream's residual, which depends on ``gamma``, so a ``gamma`` study refits.
     """
 
     online = False
+    retunable = ("comp_gamma", "comp_scale")
 
     search_space = {**ACIL.search_space, "comp_scale": Float(0.0, 2.0), "comp_gamma": Float(1e-3, 1e3, log=True)}
     parameter_constraints = {"comp_gamma": Interval(float, 0, None, "neither"), "comp_scale": Interval(float)}
@@ -232,6 +261,18 @@ class DSAL(ACIL):
 
     def state_bytes(self) -> int:
         return super().state_bytes() + self.comp.nbytes()
+
+    def solver_state(self, factor: bool = True) -> Snapshot:
+        """The main stream's solved W and the compensation stream's statistics (factored or copied)."""
+        return Snapshot(self._ridge_state(self.comp, factor), self.seen.clone(), {"main_W": self.main.W.copy()})
+
+    def resolve(self, state: Snapshot, **params) -> None:
+        self._check_retunable(params)
+        self.main.W = state.extra["main_W"].copy()
+        self.comp.gamma = float(params.get("comp_gamma", self.comp.gamma))
+        self.comp_scale = float(params.get("comp_scale", self.comp_scale))
+        self.comp.W = state.data.solve(self.comp.gamma)
+        self.seen = state.seen.clone()
 
 
 class GACIL(ACIL):

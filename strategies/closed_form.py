@@ -201,6 +201,13 @@ class RidgeStatistics:
         self.Q += np.asarray(X, dtype=np.float64).T @ Y
         self.n += int(X.shape[0])
 
+    @classmethod
+    def of(cls, G_upper: np.ndarray, Q: np.ndarray) -> "RidgeStatistics":
+        """Statistics around existing G (upper triangle) and Q (not copied)."""
+        out = cls.__new__(cls)
+        out.G, out.Q, out.n = G_upper, Q, -1
+        return out
+
     def solve(self, lam: float) -> np.ndarray:
         """W = (G + lambda I)^{-1} Q by one Cholesky factorisation."""
         return solve_shifted(self.G, self.Q, lam)
@@ -293,11 +300,30 @@ def one_hot(y: torch.Tensor | np.ndarray, n_classes: int) -> np.ndarray:
 # ---------------------------------------------------------------- re-solving a trained head
 
 
+def memoized(memo: dict | None, x: torch.Tensor, compute: Any) -> Any:
+    """``compute()``, or its earlier result for the same input tensor when ``memo`` is a dict.
+
+    The key is the tensor's storage address, shape, strides and dtype; the memo keeps a reference to ``x`` so
+    that the address cannot be reused by another tensor while the entry lives. A tuning protocol sets a head's
+    ``feature_memo`` after fitting, so that the projections of the (fixed) test inputs are computed once for
+    all trials; callers must not modify the returned value.
+    """
+    if memo is None:
+        return compute()
+    key = (x.data_ptr(), tuple(x.shape), tuple(x.stride()), str(x.dtype))
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = (x, compute())
+    return hit[1]
+
+
 class Resolvable:
     """Mixin of heads whose ``retunable`` hyperparameters enter only the solve (see the module docstring)."""
 
     #: hyperparameters that :meth:`resolve` can change without the data
     retunable: ClassVar[tuple[str, ...]] = ()
+    #: projections of fixed inputs reused across re-solves (see :func:`memoized`); None while training
+    feature_memo: dict | None = None
 
     def solver_state(self) -> Any:  # pragma: no cover - implemented by each head
         """A snapshot of what the solve needs after the experiences trained so far."""

@@ -103,7 +103,11 @@ class FeCAM(Resolvable, FrozenFeatureStrategy):
                              "covariance": Options(*COVARIANCES), "tukey": Options(*TUKEY),
                              "tukey_beta": Interval(float, 0, None, "neither"), "normalize_cov": Boolean(),
                              "batch_size": Interval(int, 1)}
-    retunable = ("gamma1", "gamma2")
+    @property
+    def retunable(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``gamma1``, ``gamma2`` with per-class covariances; none with the common one (its running average mixes
+        the shrinkage in)."""
+        return ("gamma1", "gamma2") if self.covariance == "per_class" else ()
 
     def __init__(self, info: StreamInfo, *, seed: int = 0, device: str = "cpu", gamma1: float = 1.0,
                  gamma2: float = 0.0, covariance: str = "per_class", tukey: str = "auto", tukey_beta: float = 0.5,

@@ -13,7 +13,7 @@ import torch
 from clbench.constraints import AnyOf, Interval, NoneValue
 from clbench.stream import StreamInfo, TrainView
 
-from .closed_form import RIDGE_GRID, EigenRidge, Resolvable, RidgeStatistics, Snapshot, one_hot, validation_losses
+from .closed_form import RIDGE_GRID, EigenRidge, Resolvable, RidgeStatistics, Snapshot, memoized, one_hot, validation_losses
 from .frozen import FrozenFeatureStrategy, as_features
 from .space import Float
 
@@ -66,10 +66,13 @@ class RanPAC(Resolvable, FrozenFeatureStrategy):
     # ---- the random-projection layer
     def embed(self, x: torch.Tensor) -> np.ndarray:
         """h = ReLU(f W) (or f when ``projection_dim`` is 0), float64, C-contiguous (N, M)."""
-        f = as_features(x).double()
-        if self.W_rand is None:
-            return np.ascontiguousarray(f.numpy())
-        return np.ascontiguousarray(torch.relu_(f @ self.W_rand).numpy())
+        def compute() -> np.ndarray:
+            f = as_features(x).double()
+            if self.W_rand is None:
+                return np.ascontiguousarray(f.numpy())
+            return np.ascontiguousarray(torch.relu_(f @ self.W_rand).numpy())
+
+        return memoized(self.feature_memo, x, compute)
 
     def _embed_all(self, x: torch.Tensor) -> np.ndarray:
         if len(x) <= self.batch_size:
