@@ -21,6 +21,7 @@ import numpy as np
 import scipy.linalg
 import torch
 import yaml
+from clbench.studies import Publication
 
 
 def main() -> None:
@@ -31,7 +32,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
+    pub = Publication.begin(args.publish)
 
     from clbench.benchmarks.features import feature_stream
     from clbench.benchmarks.registry import build_stream
@@ -82,6 +85,7 @@ def main() -> None:
               f"acil {t_acil:.1f} s = {t_acil / floor:.2f}x floor (goal <= 1.3x)", flush=True)
         print(f"buffer {w}: ||W_acil - W_joint|| / ||W_joint|| = {rel:.2e}; final accuracy acil {acc_a:.6f} vs joint ridge "
               f"{acc_j:.6f} (|diff| {abs(acc_a - acc_j):.1e}, must be <= 1e-6)", flush=True)
+    pub.end(configs=[args.config])
 
 
 if __name__ == "__main__":

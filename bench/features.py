@@ -32,6 +32,7 @@ import time
 import warnings
 
 import torch
+from clbench.studies import Publication
 
 
 def uptime() -> str:
@@ -325,11 +326,14 @@ def main() -> None:
     ap.add_argument("--cache-config", default=None, help="run the feature-cache measurement on this config instead")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--benchmark-index", type=int, default=0)
+    ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
+    pub = Publication.begin(args.publish)
     if args.cache_config:
         cache_main(args)
     else:
         backends_main(args)
+    pub.end(configs=[args.cache_config])
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 
 from clbench.benchmarks.registry import build_stream
 from clbench.strategies.regularization import EWC
+from clbench.studies import Publication
 
 
 def main() -> None:
@@ -28,7 +29,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
+    pub = Publication.begin(args.publish)
     torch.set_num_threads(1)
     stream = build_stream({"name": "split_digits", "n_experiences": 1}, args.seed, os.environ.get("CLBENCH_DATA"))
     exp = stream[0].train_view()
@@ -50,6 +53,7 @@ def main() -> None:
         s.fisher_kind = "minibatch"
         fm = sum(float(v.sum()) for v in s.fisher(exp).values())
         print(f"{done:6d}  {acc:9.4f}  {fs:12.5g}  {fm:15.5g}  {fs / fm:6.1f}")
+    pub.end()
 
 
 if __name__ == "__main__":

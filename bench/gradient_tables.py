@@ -19,6 +19,7 @@ import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from clbench.studies import Publication
 
 REPRO = {"pmnist_ewc": 0.83, "pmnist_si": 0.94, "pmnist_lwf": 0.51, "pmnist_gem": 0.83, "pmnist_agem": 0.81}
 POWER_LAW = ("power_law_pmnist", "power_law_pmnist_regularizers")
@@ -81,12 +82,15 @@ def power_law_table(root: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs", help="parent folder of the run folders")
+    ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
+    pub = Publication.begin(args.publish)
     root = Path(args.runs)
     print("## Reproductions (permuted MNIST)\n")
     print(reproduction_table(root))
     print("\n## Power-law study: accuracy (%) on all tasks seen so far, after each phase\n")
     print(power_law_table(root))
+    pub.end(configs=[c for c in (Path("configs") / f"{n}.yaml" for n in (*REPRO, *POWER_LAW)) if c.is_file()])
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from clbench.protocols.runner import seeded
 from clbench.results import CellRecord
 from clbench.strategies.baselines import Finetune
 from clbench.strategies.models import MLP
+from clbench.studies import Publication
 
 HP = dict(lr=0.01, epochs=1, batch_size=256, optimizer="sgd", hidden=(1000, 1000))
 
@@ -139,7 +140,9 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
     ap.add_argument("--train-per-task", type=int, default=None,
                     help="training images per experience (default: all 60,000; fewer for more repeats on a busy machine)")
+    ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
+    pub = Publication.begin(args.publish)
     if args.threads:
         torch.set_num_threads(args.threads)
     entry = {"name": "permuted_mnist", "n_experiences": 3}
@@ -168,6 +171,7 @@ def main() -> None:
     for name, label in (("clbench", "clbench"), ("clbench_adapter", "adapter"), ("avalanche_own_loop", "avalanche")):
         if name in best:
             print(f"ratio {label}/bare: {best[name][0] / bw:.3f}x wall, {best[name][1] / bc:.3f}x CPU")
+    pub.end()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import numpy as np
 import scipy.linalg
 import torch
 import yaml
+from clbench.studies import Publication
 
 HEADS = ("ranpac", "slda", "fecam", "randumb", "simplecil")
 
@@ -185,8 +186,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
+    pub = Publication.begin(args.publish)
 
     from clbench.benchmarks.features import feature_stream
     from clbench.benchmarks.registry import build_stream
@@ -224,6 +227,7 @@ def main() -> None:
     if args.tuning_dim:
         tuning(fs, args.seed, args.tuning_dim, args.trials)
         print(f"load {load()}")
+    pub.end(configs=[args.config])
 
 
 if __name__ == "__main__":

@@ -376,7 +376,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="parallel job processes (0: in this process; default: 0 for --smoke, cores - 2 for --full)")
     ap.add_argument("--runs", default=None, help="parent folder of the jobs' run folders (default: runs/reproduce_<mode>)")
     ap.add_argument("--data-root", default=None, help="dataset folder (default: $CLBENCH_DATA)")
-    ap.add_argument("--out", default=None, help="write the table and the study record to this folder")
+    ap.add_argument("--out", "--publish", dest="out", default=None, metavar="DIR",
+                    help="write the table and the study record to this folder (e.g. results/<name>)")
     ap.add_argument("--project", action="store_true",
                     help="--smoke: also measure step costs here and project --full's time on one GPU")
     args = ap.parse_args(argv)
@@ -442,8 +443,10 @@ def write_out(args: argparse.Namespace, argv: list[str] | None, results: list[Jo
     files = {"reproduce.md": text.encode(), "reproduce.csv": pd.DataFrame(rows).to_csv(index=False).encode(),
              "cells.json": json.dumps(cells, indent=1).encode()}
     command = "python bench/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    host = host_facts(args.device)  # measured now; the load average at the start is the one of main()
+    host = {**host, "load_average": getattr(args, "load_at_start", host["load_average"]), "load_average_end": host["load_average"]}
     return write_study(args.out, command=[command], configs=[REPO / METHODS[m][0] for m in args.methods],
-                       host=host_facts(args.device), files=files, repo_root=REPO, notes=NOTES)
+                       host=host, files=files, repo_root=REPO, notes=NOTES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -451,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     load0 = os.getloadavg()
+    args.load_at_start = [round(v, 2) for v in load0]
     jobs = make_jobs(args)
     print(f"reproduce --{args.mode}: {len(jobs)} jobs, seeds {args.seeds}, device {args.device}, precision "
           f"{args.precision}, {args.jobs or 'no'} worker processes, torch {torch.__version__}, "

@@ -54,6 +54,7 @@ import torch
 from clbench.protocols.config import parse_config
 from clbench.protocols.executors import ProcessExecutor, RayExecutor, SerialExecutor, available_cores
 from clbench.protocols.runner import RunFolder, TableWriter, execute_cell, run_matrix
+from clbench.studies import Publication
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "tests" / "plugins"  # tune_toys.ToyNCM, the tiny strategy of parts 3 and 4
@@ -287,7 +288,9 @@ def main() -> None:
     ap.add_argument("--many", type=int, nargs="+", default=[1000, 2000], help="matrix sizes of part 3 (multiples of 4)")
     ap.add_argument("--pool-cells", type=int, default=None, help="cells on the process pool in part 3 (default: the largest size)")
     ap.add_argument("--ray-cells", type=int, default=None, help="cells on Ray in part 3 (default: the largest size)")
+    ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
+    pub = Publication.begin(args.publish)
     print(load())
     if 3 in args.parts or 4 in args.parts:
         sys.path.insert(0, str(PLUGINS))
@@ -303,6 +306,7 @@ def main() -> None:
     if 1 in args.parts or 2 in args.parts:
         parts_1_2(args)
     print("\n" + load())
+    pub.end()
 
 
 def parts_1_2(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from clbench.host import host_facts
 from clbench.protocols.executors import ProcessExecutor, SerialExecutor
 from clbench.protocols.tune import run_tune
 from clbench.protocols.tune_config import parse_tune_config
+from clbench.studies import Publication
 
 
 def config(out: Path, name: str, trials: int) -> dict:
@@ -35,7 +36,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
+    pub = Publication.begin(args.publish)
     load0 = os.getloadavg()
     times: dict[int, list[float]] = {1: [], 2: []}
     trials: dict[int, list] = {}
@@ -56,6 +59,7 @@ def main() -> None:
     print(f"same trials with 1 and 2 workers: {trials[1] == trials[2]}")
     h = host_facts()
     print(f"load average before {load0}, after {os.getloadavg()}; {h['cpu']}, {h['cores']} cores")
+    pub.end()
 
 
 if __name__ == "__main__":

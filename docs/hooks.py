@@ -3,15 +3,24 @@
 A page holding a line ``<!-- clbench:NAME -->`` gets that line replaced by the generated Markdown of NAME:
 ``benchmarks``, ``strategies``, ``config``, ``cli``, ``metrics`` (from the same registries and docstrings
 ``clbench list`` and ``clbench --help`` read).
+
+Results: :func:`on_files` adds a generated ``results/index.md`` (every study under ``<repo>/results/*/study.yaml``:
+name, commands, host, generated date, staleness) and one page ``results/<study>/index.md`` per study (its
+``study.yaml`` facts, then its ``report.md``/``output.md`` or else its Markdown tables, with its PNG figures copied
+into the site), so the numbers on the site are the files the runs wrote, never retyped.
 """
 
 from __future__ import annotations
 
 import inspect
 import io
+import os
 import re
 from contextlib import redirect_stdout
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("CLBENCH_DOCS_RESULTS") or REPO / "results")  # the override is for tests
 MARKER = re.compile(r"^<!-- clbench:([a-z_]+) -->$", re.M)
 
 
@@ -117,3 +126,101 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:  # no
             return GENERATORS[name]()
 
     return MARKER.sub(generate, markdown)
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def _demote(markdown: str) -> str:
+    """Every ATX heading one level lower (outside fenced code), so an included document sits under the page title."""
+    out, fence = [], ""
+    for line in markdown.splitlines():
+        stripped = line.lstrip()
+        if fence:
+            if stripped.startswith(fence):
+                fence = ""
+        elif stripped.startswith("```") or stripped.startswith("~~~"):
+            fence = re.match(r"^(`{3,}|~{3,})", stripped).group(1)
+        elif re.match(r"^#{1,5} ", line):
+            line = "#" + line
+        out.append(line)
+    return "\n".join(out)
+
+
+def _commands(study) -> str:
+    return "<br>".join(f"`{_escape(c)}`" for c in study.command)
+
+
+def _status(folder: Path) -> str:
+    from clbench.studies import study_problems
+
+    problems = study_problems(folder, REPO)
+    return "current" if not problems else "**stale**: " + "; ".join(_escape(p) for p in problems)
+
+
+def results_index(folders: list[Path]) -> str:
+    from clbench.studies import host_line, read_study
+
+    out = ["# Results", "",
+           "Every table and figure on these pages is a file a run or a bench script wrote into `results/<study>/` "
+           "(`clbench report RUN... --publish results/<study>`, or a script under `bench/` with `--publish`), included "
+           "when the site is built. A study is *stale* when a config it names changed or disappeared since its numbers "
+           "were measured (a test fails then).", ""]
+    if not folders:
+        out += ["No study has been published yet.", ""]
+        return "\n".join(out)
+    out += ["| study | commands | host | generated | status |", "|---|---|---|---|---|"]
+    for folder in folders:
+        study = read_study(folder)
+        out.append(f"| [{folder.name}]({folder.name}/index.md) | {_commands(study)} | {_escape(host_line(study.host))} | "
+                   f"{study.generated} | {_status(folder)} |")
+    return "\n".join(out) + "\n"
+
+
+def study_page(folder: Path) -> str:
+    import yaml
+
+    from clbench.studies import host_line, read_study
+
+    study = read_study(folder)
+    out = [f"# {folder.name}", "", f"Generated {study.generated}; status: {_status(folder)}.", "",
+           "Commands (from the repository root):", "", "```bash", *study.command, "```", "",
+           f"Host: {host_line(study.host)}.", ""]
+    if study.configs:
+        out += ["Configs (SHA-256 of the content the numbers were measured with):", ""]
+        out += [f"- `{rel}` `{digest[:16]}…`" for rel, digest in study.configs.items()]
+        out.append("")
+    if study.notes:
+        out += [study.notes, ""]
+    out += ["Host facts as recorded:", "", "```yaml", *yaml.safe_dump(study.host, sort_keys=False).splitlines(), "```", ""]
+    main = next((folder / n for n in ("report.md", "output.md") if (folder / n).is_file()), None)
+    if main is not None:
+        out.append(_demote(main.read_text(encoding="utf-8")))
+    else:
+        for name in study.files:
+            if name.endswith(".md"):
+                out += [f"## {name}", "", _demote(_demote((folder / name).read_text(encoding="utf-8"))), ""]
+            elif name.endswith(".png"):
+                out += [f"![{name}]({name})", ""]
+    return "\n".join(out) + "\n"
+
+
+def on_files(files, config):
+    """Add the generated results pages and every study's PNG figures to the site (they live outside docs/)."""
+    from mkdocs.structure.files import File
+
+    from clbench.studies import find_studies
+
+    folders = find_studies(RESULTS)
+    generated = [File.generated(config, "results/index.md", content=results_index(folders))]
+    for folder in folders:
+        generated.append(File.generated(config, f"results/{folder.name}/index.md", content=study_page(folder)))
+        for png in sorted(folder.rglob("*.png")):
+            generated.append(File.generated(config, f"results/{folder.name}/{png.relative_to(folder).as_posix()}",
+                                            abs_src_path=str(png)))
+    for f in generated:
+        old = files.get_file_from_path(f.src_uri)
+        if old is not None:
+            files.remove(old)
+        files.append(f)
+    return files

@@ -32,6 +32,7 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as typed (run.yaml, study.yaml)
     formatted = warnings.formatwarning
     if not args.debug:  # one line per warning, without the source line that raised it
         warnings.formatwarning = _warning_line

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from clbench.studies import record_invocation
+
 from ..config import parse_config
 from ..runner import run_matrix
 from .common import add_matrix_arguments, apply_overrides, load_config_data
@@ -25,6 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = parse_config(apply_overrides(data, args), default_name=stem)
     with tracker_callbacks(args, cfg.run_dir) as callbacks:
         records = run_matrix(cfg, quiet=args.quiet, retry_failed=args.retry_failed, callbacks=callbacks)
+    record_invocation(cfg.run_dir, getattr(args, "argv", ["run", *([args.config] if args.config else [])]), args.config)
     print(f"\n{cfg.run_dir}\n" + format_summary(records))
     if not args.no_report:
         from clbench.reports.report import report_after_run

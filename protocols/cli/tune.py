@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from clbench.studies import record_invocation
+
 from .common import add_matrix_arguments, apply_overrides, load_config_data, number
 from .tracking import tracker_callbacks
 
@@ -46,6 +48,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tc = parse_tune_config(data, default_name=stem)
     with tracker_callbacks(args, tc.run_dir) as callbacks:
         summary = run_tune(tc, quiet=args.quiet, retry_failed=args.retry_failed, callbacks=callbacks)
+    record_invocation(tc.run_dir, getattr(args, "argv", ["tune", args.config]), args.config)
     print(f"\n{tc.run_dir}\n" + format_tune_summary(summary))
     if tc.search.protocol != "conventional" and not args.no_report:
         from clbench.reports.report import report_after_run  # the phase-2 cells, as after clbench run
