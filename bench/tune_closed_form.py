@@ -18,9 +18,11 @@ import argparse
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+import optuna
 import scipy.linalg
 
 from clbench.host import host_facts
@@ -28,7 +30,7 @@ from clbench.protocols.config import CellSpec
 from clbench.protocols.executors import SerialExecutor
 from clbench.protocols.resolve import FACTOR_MIN_TRIALS
 from clbench.protocols.runner import StreamCache, execute_cell
-from clbench.protocols.search import open_storage, quiet_optuna
+from clbench.protocols.search import open_storage
 from clbench.protocols.tune import search_strategy
 from clbench.protocols.tune_config import parse_tune_config
 from clbench.studies import Publication
@@ -61,7 +63,8 @@ def main() -> None:
     ap.add_argument("--publish", metavar="DIR", help="publish what this prints, the command and host facts as the study DIR")
     args = ap.parse_args()
     pub = Publication.begin(args.publish)
-    quiet_optuna()
+    warnings.filterwarnings("ignore", module="optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     gammas = [float(g) for g in np.logspace(-3, 3, args.trials)]
     host = host_facts()
     print(f"host: {host.get('cpu')}, {host.get('cores')} cores; acil buffer {args.buffer}, {args.trials} gamma values "
