@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from clbench.errors import UserError
 from clbench.host import usable_cores
 from clbench.results import CellRecord
 
@@ -273,8 +274,6 @@ class RayExecutor:
         try:
             ray.init(address=self.address, **opts)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            from clbench.errors import UserError
-
             where = self.address or "$RAY_ADDRESS / a local instance"
             raise UserError(f"cannot connect to the Ray cluster at {where}: {exc}; fix: start one with "
                             "`ray start --head` and pass the address it prints with --address; if the cluster "
@@ -359,6 +358,11 @@ def make_executor(kind: str = "local", workers: int = 1, *, timeout: float | Non
     :class:`RayExecutor` (``address`` and ``options`` are passed on).
     """
     if kind == "ray":
+        try:
+            import ray  # noqa: F401 - an optional extra: checked before anything runs
+        except ImportError:
+            raise UserError("--executor ray needs Ray, which is not installed; fix: pip install 'clbench[ray]' "
+                            "(or run without --executor ray)") from None
         return RayExecutor(address=address, workers=workers, **options)
     if kind != "local":
         raise ValueError(f"unknown executor {kind!r}; valid: local, ray")

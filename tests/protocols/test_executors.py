@@ -83,3 +83,19 @@ class Killed(Finetune):
     retried = {r.strategy: r for r in run_matrix(cfg, quiet=True, retry_failed=True)}
     assert retried[f"{mod}:Killed"].status == "ok"
     assert json.dumps(retried["finetune"].to_dict(), sort_keys=True) == json.dumps(records["finetune"].to_dict(), sort_keys=True)
+
+
+def test_ray_executor_without_ray_installed_is_one_clear_error(monkeypatch, tmp_path, capsys):
+    """--executor ray without the extra: exit 2 naming the fix, before anything runs (was a ModuleNotFoundError)."""
+    import sys
+
+    from clbench.errors import UserError
+    from clbench.protocols.cli import main as cli_main
+    from clbench.protocols.executors import make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(UserError, match=r"pip install 'clbench\[ray\]'"):
+        make_executor("ray")
+    assert cli_main(["run", "--executor", "ray", "--output", str(tmp_path), "--quiet"]) == 2
+    assert "clbench[ray]" in capsys.readouterr().err
+    assert not (tmp_path / "quickstart" / "cells").exists() or not any((tmp_path / "quickstart" / "cells").iterdir())
