@@ -36,8 +36,8 @@ from .runner import new_strategy
 
 #: at or above this many trials a study snapshots eigendecompositions (one eigh per experience, then M^2 C flops
 #: per value) instead of copies of (G, Q) (one Cholesky factorisation, M^3 / 3 flops, per value and experience):
-#: LAPACK's eigh costs about 8 to 10 Cholesky factorisations of the same matrix (``bench/tune_closed_form.py``)
-FACTOR_MIN_TRIALS = 10
+#: LAPACK's eigh costs about 14 Cholesky factorisations of the same 2048 x 2048 matrix (``bench/tune_closed_form.py``)
+FACTOR_MIN_TRIALS = 15
 
 
 def resolvable_class(cls: type, searched: set[str]) -> bool:

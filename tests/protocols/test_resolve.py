@@ -85,7 +85,7 @@ def _tune(tmp_path, name, data_root, resolve: bool, n_values: int):
     return study.get_trials(), json.loads((run_dir / "tune.json").read_text())
 
 
-@pytest.mark.parametrize("n_values", [4, 12])  # copies of (G, Q) below FACTOR_MIN_TRIALS, eigendecompositions above
+@pytest.mark.parametrize("n_values", [4, 16])  # copies of (G, Q) below FACTOR_MIN_TRIALS, eigendecompositions above
 def test_a_resolved_study_is_the_refitting_study_with_one_fit_per_seed(tmp_path, data_root, monkeypatch, n_values):
     fits = []
     original = ACIL.train_experience
