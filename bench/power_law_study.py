@@ -19,7 +19,7 @@ Measures (all from :mod:`clbench.metrics` and :mod:`clbench.stats`):
 * the final seen accuracy a_{T-1} (A_last) and the average over phases (1/T) \\sum_p a_p (AIA);
 * paired t-test and Wilcoxon (:func:`clbench.stats.paired_test`) of power_law against every other arm on
   both, Holm-adjusted (:func:`clbench.stats.holm`) within each metric's family of comparisons;
-* a verdict per claim of METHODS.md, computed from the CIs (:func:`verdict`), never typed.
+* a verdict per claim of the paper's v1 abstract, computed from the CIs (:func:`verdict`), never typed.
 
 Cells that are not there yet are listed as missing and everything is computed on what exists; a failed
 cell is listed as failed and never enters a mean.
@@ -59,7 +59,7 @@ ARMS = (*REHEARSAL_ARMS, *TUNED_ARMS.values())
 CONFIGS = ("configs/power_law_pmnist.yaml", "configs/power_law_tune.yaml")
 METRICS = {"final": "final-phase seen accuracy (A_last)", "average": "average over phases of the seen accuracy (AIA)"}
 
-#: the claims of METHODS.md ("Claim of the v1 abstract to test"), each a conjunction of comparisons of
+#: the claims of Gandhi et al. 2024's v1 abstract, each a conjunction of comparisons of
 #: power_law against the arms named; "comparably or better" for every one of them
 CLAIMS = {
     "C1": ("power-law rehearsal performs comparably or better than regularisation methods (EWC, SI)", ("EWC", "SI")),
@@ -448,7 +448,7 @@ def build_report(data: StudyData, confidence: float = 0.95) -> Report:
     else:
         out += ["", "## Tuned penalty strengths", "", "tune.json is not written yet: no chosen values to show."]
 
-    out += ["", "## The paper's claims at this scale (METHODS.md)", "",
+    out += ["", "## The paper's claims at this scale (Gandhi et al. 2024, v1 abstract)", "",
             "Per comparison: holds = power_law's CI wholly above the other arm's; does not hold = wholly below; "
             "inconclusive = the CIs overlap (or fewer than 2 seeds); not measured = no ok cell of an arm. A claim holds "
             "when every comparison on both metrics holds and fails when any fails. The paired column is the "
@@ -460,7 +460,7 @@ def build_report(data: StudyData, confidence: float = 0.95) -> Report:
              "power_law": mean_pm(aggs[REFERENCE][r.metric]), "other": mean_pm(aggs[r.vs][r.metric]),
              "verdict (CIs)": r.verdict, "paired (Holm)": r.paired} for r in vt.itertuples()]
     out += ["", md_table(pd.DataFrame(rows)), ""]
-    out += ["- Forward facilitation is only \"examined\" in the abstract (no direction stated in METHODS.md): "
+    out += ["- Forward facilitation is only \"examined\" in the abstract (no direction stated): "
             "no verdict. FWT per arm (R[p-1, p] minus the untrained model's accuracy), mean ± CI: "
             + ", ".join(f"{a} {mean_pm(aggregate([r.metrics.get('fwt', np.nan) for r in data.ok(a).values()], confidence))}"
                         for a in ARMS if data.ok(a)) + "."]

@@ -1,8 +1,8 @@
 """Reproduce the five published permuted-MNIST baselines (EWC, SI, LwF, GEM, A-GEM) and print measured vs target.
 
 Targets and settings: Avalanche's continual-learning-baselines (``strategies/target_results.csv`` and
-``experiments/permuted_mnist/*.py`` of ContinualAI/continual-learning-baselines; METHODS.md "Reference
-tables"): final accuracy over the test sets of all experiences. The hyperparameters come from
+``experiments/permuted_mnist/*.py`` of ContinualAI/continual-learning-baselines; docs/methods/gradient.md):
+final accuracy over the test sets of all experiences. The hyperparameters come from
 ``configs/pmnist_{ewc,si,lwf,gem,agem}.yaml`` (model, optimiser, lr, batch, epochs, method strengths: the
 published ones); this script sets only the scale:
 

@@ -2,7 +2,7 @@
 
 This is the **frozen-features variant** (the official code's Phase 2 alone): the backbone is never adapted;
 the official method additionally trains a parameter-efficient adapter on the first task (Phase 1), which the
-official tables credit with 0 to 11.5 points (``../shared/METHODS-PTM.md`` section 1).
+official tables credit with 0 to 11.5 points (see docs/methods/ptm-heads.md).
 """
 
 from __future__ import annotations

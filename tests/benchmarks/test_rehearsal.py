@@ -1,4 +1,4 @@
-"""The power-law rehearsal wrapper checked against METHODS.md (Gandhi et al. 2024, v1)."""
+"""The power-law rehearsal wrapper checked against Gandhi et al. 2024 (v1) and its reconstruction (docs/methods/streams.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from clbench.stream import Experience, Stream, TensorData
 
 
 def test_reconstruction_preset_counts():
-    """N(k) = 57927 (1 + 0.1 k)^-5.6 for lags 1..9, as listed in METHODS.md (no total budget)."""
+    """N(k) = 57927 (1 + 0.1 k)^-5.6 for lags 1..9, as the reconstruction lists them (no total budget)."""
     s = schedule_from_config({"preset": "gandhi2024_reconstruction"})
     listed = [33969, 20867, 13329, 8802, 5981, 4167, 2968, 2155, 1592]  # lags 1..9
     counts = s.counts(9, [60000] * 10)  # index j = task j, lag 9 - j

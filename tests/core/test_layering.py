@@ -1,4 +1,4 @@
-"""The layering rule of DESIGN.md, checked on the code itself (AST; function-local imports included).
+"""The layering rule, checked on the code itself (AST; function-local imports included).
 
 core (clbench/*.py) imports no subpackage; benchmarks -> core; strategies -> core, benchmarks;
 protocols -> core, benchmarks, strategies (only the CLI modules, protocols/cli/*, may import reports);
