@@ -1,11 +1,12 @@
 """Tuning closed-form heads at the cost of one fit: trials re-solve a cached fit instead of refitting.
 
 A head that is :class:`~clbench.strategies.closed_form.Resolvable` for every searched hyperparameter (acil,
-gacil: ``gamma``; dsal: ``comp_gamma``, ``comp_scale``; ranpac with a fixed ``ridge``; slda: ``shrinkage``;
-fecam: ``gamma1``, ``gamma2``) accumulates statistics that do not depend on those values. For each
+gacil: ``gamma``; dsal: ``comp_gamma``, ``comp_scale``; ranpac: ``ridge`` (each trial fixes one); slda:
+``shrinkage``; fecam with per-class covariances: ``gamma1``, ``gamma2``) accumulates statistics that do not depend on those values. For each
 (stream, seed, fixed values) :class:`ResolvedTrials` therefore trains the head once, taking a snapshot after
-every experience (``solver_state``: for the ridge heads the eigendecomposition of G_t, so that every later
-value costs M^2 C flops, or a copy of (G_t, Q_t) re-solved by Cholesky), and every trial then runs through
+every experience (``solver_state``: for the ridge heads the eigendecomposition of G_t when the study has
+:data:`FACTOR_MIN_TRIALS` trials or more, so that every value costs M^2 C flops, else a copy of (G_t, Q_t)
+re-solved by Cholesky), and every trial then runs through
 the ordinary evaluation loop (:func:`~clbench.protocols.loop.run_stream`, the same accuracy matrix, metrics
 and record as a refit) with a stand-in strategy whose "training" on experience t is ``resolve(snapshot_t,
 **trial values)``. The projections of the test inputs (random layers) are computed once and shared by all
@@ -14,8 +15,8 @@ trials (``feature_memo``).
 Before the first experience the stand-in predicts with a freshly built head (the untrained model of a refit,
 for the FWT baseline). The shared head is trained by the first trial to reach an experience, on that trial's
 own training view, so the first trial's ``train_seconds`` are those of a fit and the later trials' are their
-re-solves. A head whose instance turns out not to be re-solvable for the searched names (ranpac choosing its
-ridge per experience) is refitted per trial, as without this module.
+re-solves. A head whose instance turns out not to be re-solvable for the searched names (fecam with a common
+covariance) is refitted per trial, as without this module.
 """
 
 from __future__ import annotations
