@@ -4,7 +4,10 @@ Continual Learning: a Reality Check" (arXiv 2403.09066).
 * **Phase 1 (tuning)**: for each strategy, an Optuna study on the tuning stream D_HT (``tuning:``). A trial
   runs the strategy with the sampled values on D_HT once per tuning seed (``search.seeds``) through the
   evaluation loop; its value is the mean over those seeds of the objective (``acc`` or ``aia``). A trial whose
-  cell fails is recorded FAIL with the reason (it counts against the budget; no value).
+  cell fails is recorded FAIL with the reason (it counts against the budget; no value). A closed-form head
+  searched only over values that enter its solve is fitted once per tuning seed and each trial re-solves
+  snapshots of that fit, with the same values as refitting (:mod:`clbench.protocols.resolve`;
+  ``search.resolve: false`` refits).
 * **Phase 2 (evaluation)**: the best phase-1 values, then exactly one run per strategy and seed (``seeds:``) on
   the evaluation stream D_E (``evaluation:``), through the matrix runner (``cells/``, ``results.csv``, resume
   and reports as for ``clbench run``). Nothing measured on D_E feeds back into the choice.
