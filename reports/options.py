@@ -124,12 +124,16 @@ def parse_formats(text: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def parse_rename(items: Sequence[str] | None) -> dict[str, str] | None:
-    """``["old=new", ...]`` -> ``{"old": "new"}``; a bad item is one :class:`UserError`."""
+    """``["old=new", ...]`` -> ``{"old": "new"}``; a bad item is one :class:`UserError`.
+
+    The item is split at its last ``=``: generated labels may hold ``=`` (``split_fmnist(n_experiences=5,...)``),
+    new names may not.
+    """
     if not items:
         return None
     out: dict[str, str] = {}
     for item in items:
-        old, sep, new = item.partition("=")
+        old, sep, new = item.rpartition("=")
         if not sep or not old.strip() or not new.strip():
             raise UserError(f"--rename {item!r}: write OLD=NEW, e.g. --rename finetune=Fine-tune")
         out[old.strip()] = new.strip()

@@ -171,3 +171,14 @@ def test_command_line_mistakes_exit_2_with_one_line(two_runs, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_rename_a_generated_label_that_holds_an_equals_sign():
+    """Benchmarks told apart by their parameters get labels such as ``split_fmnist(n_experiences=5,...)``: --rename
+    splits OLD=NEW at the last '=' (it split at the first and refused them)."""
+    from clbench.reports.options import parse_rename
+
+    old = "split_fmnist(n_experiences=5,backbone=efficientnet_lite0@64)"
+    assert parse_rename([f"{old}=FMNIST Lite0", "finetune=Fine-tune"]) == {old: "FMNIST Lite0", "finetune": "Fine-tune"}
+    with pytest.raises(UserError, match="OLD=NEW"):
+        parse_rename(["finetune="])
