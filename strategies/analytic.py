@@ -145,7 +145,6 @@ class ACIL(Resolvable, FrozenFeatureStrategy):
     """
 
     online = True
-    retunable = ("gamma",)
     search_space = {"buffer_size": Choice([1024, 2048, 4096, 8192]), "gamma": Float(1e-3, 1e3, log=True)}
     parameter_constraints = {"buffer_size": Interval(int, 1), "gamma": Interval(float, 0, None, "neither"),
                              "solver": Options(*SOLVERS), "batch_size": Interval(int, 1), "init": Options(*INITS)}
@@ -191,6 +190,11 @@ class ACIL(Resolvable, FrozenFeatureStrategy):
         return int(self.B.nelement() * self.B.element_size()) + self.main.nbytes()
 
     # ---- re-solving from a snapshot (a gamma study pays the Gram once)
+    @property
+    def retunable(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``gamma`` with the Gram solver (``rls`` keeps no Gram matrix: a gamma study refits)."""
+        return ("gamma",) if self.main.solver == "gram" else ()
+
     def _ridge_state(self, stream: RidgeStream, factor: bool) -> EigenRidge | RidgeStatistics:
         if stream.solver != "gram":
             raise UserError(f"{type(self).__name__}: solver: rls keeps no Gram matrix to re-solve from; "
@@ -228,7 +232,6 @@ class DSAL(ACIL):
     """
 
     online = False
-    retunable = ("comp_gamma", "comp_scale")
 
     search_space = {**ACIL.search_space, "comp_scale": Float(0.0, 2.0), "comp_gamma": Float(1e-3, 1e3, log=True)}
     parameter_constraints = {"comp_gamma": Interval(float, 0, None, "neither"), "comp_scale": Interval(float)}
@@ -261,6 +264,11 @@ class DSAL(ACIL):
 
     def state_bytes(self) -> int:
         return super().state_bytes() + self.comp.nbytes()
+
+    @property
+    def retunable(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``comp_gamma`` and ``comp_scale`` with the Gram solver."""
+        return ("comp_gamma", "comp_scale") if self.comp.solver == "gram" else ()
 
     def solver_state(self, factor: bool = True) -> Snapshot:
         """The main stream's solved W and the compensation stream's statistics (factored or copied)."""

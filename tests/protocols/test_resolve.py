@@ -106,3 +106,20 @@ def test_a_resolved_study_is_the_refitting_study_with_one_fit_per_seed(tmp_path,
         for a, b in zip(t.user_attrs["cells"], ref.user_attrs["cells"]):
             assert a["acc"] == pytest.approx(b["acc"], abs=1e-9) and a["aia"] == pytest.approx(b["aia"], abs=1e-9)
     assert resolved_summary["strategies"][0]["chosen"] == plain_summary["strategies"][0]["chosen"]
+
+
+def test_rls_solver_is_not_resolved_and_its_study_refits(tmp_path, data_root, monkeypatch):
+    """acil with solver: rls keeps no Gram matrix: a gamma study refits every trial instead of failing them."""
+    head = ACIL(build_stream(HT, 0, str(data_root)).info, buffer_size=16, solver="rls")
+    assert head.retunable == () and ACIL(head.info, buffer_size=16).retunable == ("gamma",)
+    data = {"name": "rls", "output": str(tmp_path / "runs"), "seeds": [0], "data_root": str(data_root),
+            "tuning": dict(HT), "evaluation": dict(DE),
+            "strategies": [{"name": "acil", "buffer_size": 32, "solver": "rls", "search_space": {"gamma": [0.1, 10.0]}}],
+            "search": {"sampler": "grid", "seeds": [0], "protocol": "two-phase"}}
+    path = tmp_path / "rls.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli_main(["tune", str(path), "--quiet", "--no-report"]) == 0
+    url = f"sqlite:///{tmp_path / 'runs' / 'rls' / 'tune.db'}"
+    (name,) = optuna.get_all_study_names(storage=url)
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
