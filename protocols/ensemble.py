@@ -25,19 +25,17 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from clbench.callbacks import NO_CALLBACKS, CallbackError, Callbacks, StopCell
 from clbench.errors import DataError, UserError
-from clbench.metrics import summary_metrics
 from clbench.results import CellRecord
 from clbench.strategies.ensemble import Ensemble, ensemble_problem
 from clbench.strategies.registry import resolve_strategy
 
 from .config import CellSpec
 from .executors import SerialExecutor
-from .loop import _Memory, accuracy
+from .loop import _Memory, accuracy, finish_metrics
 from .runner import StreamCache, cell_stream, describe_stream, execute_cell, new_record, seeded
 
 
@@ -82,14 +80,7 @@ def _fail(record: CellRecord, exc: BaseException) -> None:
 
 
 def _finish(record: CellRecord) -> None:
-    R = np.array(record.accuracy)
-    if len(R):
-        base = record.baseline_accuracy if not any(np.isnan(record.baseline_accuracy)) else None
-        record.metrics = summary_metrics(R, record.test_sizes, base, record.anytime)
-        record.metrics["train_seconds"] = float(sum(record.train_seconds))
-        record.metrics["peak_memory_mb"] = float(max(record.peak_memory_mb))
-        record.metrics["alloc_peak_mb"] = float(max(record.alloc_peak_mb))
-        record.metrics["state_bytes"] = float(record.state_bytes[-1])
+    finish_metrics(record)
     record.finished = time.time()
 
 

@@ -163,7 +163,19 @@ def run_stream(strategy: Strategy, stream: Stream, record: CellRecord, callbacks
         record.alloc_peak_mb.append(alloc)
         record.state_bytes.append(int(strategy.state_bytes()))
         callbacks.on_experience_end(record, i)
+    return finish_metrics(record)
+
+
+def finish_metrics(record: CellRecord) -> CellRecord:
+    """Fill ``record.metrics`` from its accuracy matrix and per-experience costs (nothing without a trained row).
+
+    The accuracy metrics are :func:`clbench.metrics.summary_metrics` (FWT only when every baseline accuracy is
+    known); ``train_seconds`` is the sum over experiences, the memory figures their maxima, ``state_bytes``
+    the state after the last experience.
+    """
     R = np.array(record.accuracy)
+    if not len(R):
+        return record
     base = record.baseline_accuracy if not any(np.isnan(record.baseline_accuracy)) else None
     record.metrics = summary_metrics(R, record.test_sizes, base, record.anytime)
     record.metrics["train_seconds"] = float(sum(record.train_seconds))
