@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# the unit tests (no end-to-end process, server or cluster): under a minute on 2 cores
+# the tests without end-to-end processes, servers or clusters (marked slow): about a third of `make test`
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
